@@ -1,0 +1,39 @@
+"""Device backends behind one protocol. ``make_backend`` is the only factory."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import ConfigError, DeviceUnavailableError
+from .base import Backend, BudgetExceeded, MemoryReading, unique_storage_bytes
+from .cpu import CpuBackend
+
+__all__ = ["Backend", "BudgetExceeded", "CpuBackend", "MemoryReading", "make_backend",
+           "resolve_device", "unique_storage_bytes"]
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when CUDA is available, else ``cpu``; validates the name."""
+    if not isinstance(device, str):
+        raise ConfigError(f"device must be a string such as 'cpu', 'cuda' or 'auto', got {device!r}")
+    dev = device.strip().lower()
+    if dev == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if dev == "cpu" or dev == "cuda" or dev.startswith("cuda:"):
+        return dev
+    raise ConfigError(f"unknown device {device!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+def make_backend(device: str = "cpu", memory_limit_bytes: int | None = None) -> Backend:
+    """Build the backend for ``device`` ('cpu', 'cuda', 'cuda:N' or 'auto')."""
+    dev = resolve_device(device)
+    if dev == "cpu":
+        return CpuBackend(memory_limit_bytes)
+    if not torch.cuda.is_available():
+        raise DeviceUnavailableError(
+            f"device {device!r} requested but CUDA is not available on this machine "
+            f"(torch {torch.__version__}); use --device cpu, or --device auto to fall back"
+        )
+    from .cuda import CudaBackend  # noqa: PLC0415 - only on machines with CUDA
+
+    return CudaBackend(dev, memory_limit_bytes)

@@ -1,0 +1,90 @@
+"""The Backend protocol: the only seam between batchprof and a device's memory/timing APIs.
+
+``probe.measure`` drives one training step through these methods; a backend never runs the
+step itself. Implementations: ``cpu`` (real runs, allocator-level accounting, enforced budget),
+``cuda`` (torch.cuda statistics, CUDA events) and ``fake`` (scripted, for tests of the layers
+above). Backends are passed explicitly; there is no module-level singleton.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+
+
+class BudgetExceeded(torch.OutOfMemoryError):
+    """Raised mid-step when tracked allocations pass the memory limit.
+
+    A subclass of ``torch.OutOfMemoryError`` so every layer treats it exactly like a device OOM.
+    """
+
+
+@dataclass
+class MemoryReading:
+    """What a memory window saw during one step. Filled in when the window closes."""
+
+    resident_bytes: int = 0
+    peak_allocated_bytes: int | None = None
+    peak_reserved_bytes: int | None = None
+    num_alloc_retries: int | None = None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str  # "cpu", "cuda:0", "fake"
+    device: torch.device
+    memory_limit_bytes: int | None
+
+    def capacity_bytes(self) -> int | None:
+        """Bytes a step may peak at: the memory limit, else the device's usable memory.
+
+        None means unbounded (CPU with no limit).
+        """
+
+    def prepare(self) -> None:
+        """One-time device warm-up (e.g. cuBLAS workspace) before the first measured step."""
+
+    def start_probe(self, batch_size: int) -> None:
+        """Called once at the start of each probe (the fake backend scripts readings by it)."""
+
+    def budget_guard(self, resident: Iterable[torch.Tensor]) -> contextlib.AbstractContextManager:
+        """Enforce the limit while a step runs, raising an OutOfMemoryError past it."""
+
+    def memory_window(
+        self, resident: Iterable[torch.Tensor]
+    ) -> contextlib.AbstractContextManager[MemoryReading]:
+        """Measure one step: peak allocated/reserved, counting ``resident`` tensors as held at
+        the start. Also enforces the limit. The reading is complete when the window exits."""
+
+    def time_step(self, step: Callable[[], object]) -> float:
+        """Run ``step`` once and return its duration in seconds (device-synchronized)."""
+
+    def cleanup(self) -> None:
+        """Release cached memory after a probe (called after leaving any ``except`` block)."""
+
+    def is_oom(self, exc: BaseException) -> bool:
+        """Whether ``exc`` means out-of-memory on this device (by type where a type exists)."""
+
+
+def unique_storage_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    """Bytes of the distinct storages behind ``tensors`` (views and shared weights once)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for t in tensors:
+        if t is None or not isinstance(t, torch.Tensor) or t.device.type == "meta":
+            continue
+        storage = t.untyped_storage()
+        key = (storage.data_ptr(), storage.nbytes())
+        if key not in seen and storage.nbytes() > 0:
+            seen.add(key)
+            total += storage.nbytes()
+    return total
+
+
+@contextlib.contextmanager
+def null_context() -> Iterator[None]:
+    yield

@@ -1,0 +1,149 @@
+"""The CPU backend: the real step, allocator-level accounting, an enforced memory budget.
+
+Peak memory: bytes resident when the step begins plus the highest running sum of the CPU
+allocator's alloc/free events during the step. Those events come from ``torch.profiler`` with
+``profile_memory=True``: the allocator itself reports every allocation, including buffers that
+kernels allocate internally (which a dispatch-level trace cannot see).
+
+Budget: the profiler delivers events only after the step, so a runaway step is stopped early by
+:class:`StorageBudgetGuard`, a dispatch mode that counts live storages as ops create them and
+raises :class:`BudgetExceeded` (a ``torch.OutOfMemoryError``) once resident + live bytes pass the
+limit. It sees only storages that reach the dispatcher, a lower bound of the allocator's figure,
+so the final verdict uses the allocator's peak: feasible iff peak <= limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import sys
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from .base import BudgetExceeded, MemoryReading, null_context, unique_storage_bytes
+
+
+class StorageBudgetGuard(TorchDispatchMode):
+    """Counts bytes of storages created while active; raises BudgetExceeded past ``limit``."""
+
+    def __init__(self, limit_bytes: int, resident_bytes: int):
+        super().__init__()
+        self.limit_bytes = limit_bytes
+        self.resident_bytes = resident_bytes
+        self.live_bytes = 0
+        self.peak_live_bytes = 0
+        self._seen: weakref.WeakSet = weakref.WeakSet()
+
+    def _released(self, nbytes: int) -> None:
+        self.live_bytes -= nbytes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        # In-place ops and views return an input's storage: not a new allocation.
+        inputs = {id(t.untyped_storage()) for t in tree_leaves((args, kwargs))
+                  if isinstance(t, torch.Tensor)}
+        for t in tree_leaves(out):
+            if not isinstance(t, torch.Tensor):
+                continue
+            storage = t.untyped_storage()
+            if id(storage) in inputs or storage in self._seen:
+                continue
+            nbytes = storage.nbytes()
+            self._seen.add(storage)
+            weakref.finalize(storage, self._released, nbytes)
+            self.live_bytes += nbytes
+        self.peak_live_bytes = max(self.peak_live_bytes, self.live_bytes)
+        if self.resident_bytes + self.live_bytes > self.limit_bytes:
+            raise BudgetExceeded(
+                f"CPU memory budget exceeded: {self.resident_bytes + self.live_bytes} bytes live "
+                f"after {func}, limit {self.limit_bytes} bytes"
+            )
+        return out
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Kineto prints start/stop banners on fd 2; keep the user's terminal clean."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def allocator_peak_from_profile(prof: torch.profiler.profile) -> int:
+    """Highest running sum of CPU allocator events (bytes above the level at window start)."""
+    cpu = torch.autograd.DeviceType.CPU
+    events = [e for e in prof.profiler.kineto_results.events()
+              if e.name() == "[memory]" and e.device_type() == cpu]
+    running = peak = 0
+    for e in sorted(events, key=lambda e: e.start_ns()):
+        running += e.nbytes()
+        peak = max(peak, running)
+    return peak
+
+
+class CpuBackend:
+    """Real CPU runs with an optional enforced ``memory_limit_bytes``."""
+
+    name = "cpu"
+
+    def __init__(self, memory_limit_bytes: int | None = None):
+        self.device = torch.device("cpu")
+        self.memory_limit_bytes = memory_limit_bytes
+
+    def capacity_bytes(self) -> int | None:
+        return self.memory_limit_bytes
+
+    def prepare(self) -> None:
+        pass
+
+    def start_probe(self, batch_size: int) -> None:
+        pass
+
+    def budget_guard(self, resident: Iterable[torch.Tensor]) -> contextlib.AbstractContextManager:
+        if self.memory_limit_bytes is None:
+            return null_context()
+        return StorageBudgetGuard(self.memory_limit_bytes, unique_storage_bytes(resident))
+
+    @contextlib.contextmanager
+    def memory_window(self, resident: Iterable[torch.Tensor]) -> Iterator[MemoryReading]:
+        reading = MemoryReading(resident_bytes=unique_storage_bytes(resident))
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        with _quiet_stderr(), torch.profiler.profile(activities=activities,
+                                                     profile_memory=True) as prof:
+            with self.budget_guard(resident):
+                yield reading
+        peak = reading.resident_bytes + allocator_peak_from_profile(prof)
+        reading.peak_allocated_bytes = peak
+        reading.peak_reserved_bytes = peak  # no caching allocator on the CPU
+        if self.memory_limit_bytes is not None and peak > self.memory_limit_bytes:
+            raise BudgetExceeded(
+                f"step peaked at {peak} bytes, above the {self.memory_limit_bytes}-byte budget"
+            )
+
+    def time_step(self, step: Callable[[], object]) -> float:
+        start = time.perf_counter()
+        step()
+        return time.perf_counter() - start
+
+    def cleanup(self) -> None:
+        gc.collect()
+
+    def is_oom(self, exc: BaseException) -> bool:
+        if isinstance(exc, torch.OutOfMemoryError):
+            return True
+        # The CPU allocator raises a plain RuntimeError (no OOM type exists on the CPU path);
+        # its message is the only signal, so it is matched here and nowhere else.
+        return isinstance(exc, RuntimeError) and "DefaultCPUAllocator: can't allocate" in str(exc)

@@ -1,0 +1,34 @@
+"""``batchprof measure``: one batch size, one table (or JSON)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ._args import add_device_arguments, add_json_argument, add_workload_argument, workload_ref
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("measure", help="measure one batch size: fits?, peak memory, throughput",
+                       description="Run the real training step at one batch size and report "
+                                   "peak memory, activation bytes and throughput.")
+    add_workload_argument(p, positional=True, default="transformer")
+    p.add_argument("--batch-size", "-b", type=int, required=True, help="batch size to measure")
+    add_device_arguments(p)
+    p.add_argument("--steps", type=int, default=5, help="timed steps after warm-up (default 5)")
+    add_json_argument(p)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace, console) -> int:
+    from ..probe import TimingPolicy, measure
+    from ..render import measurement_table
+
+    m = measure(workload_ref(args), args.batch_size, device=args.device,
+                memory_limit=args.memory_limit,
+                timing=TimingPolicy(timed_steps=args.steps, max_timed_steps=max(args.steps, 5)))
+    if args.json:
+        console.print_json(json.dumps(m.to_dict()))
+    else:
+        console.print(measurement_table(m))
+    return 0

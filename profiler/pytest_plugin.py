@@ -1,0 +1,1 @@
+"""Placeholder: written by the pytest-integration work (issue 7)."""

@@ -1,0 +1,55 @@
+"""Byte quantities: parse what users type, format what we print."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from .errors import ConfigError
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+    "t": 1000**4, "tb": 1000**4,
+    "ki": 1024, "kib": 1024, "mi": 1024**2, "mib": 1024**2, "gi": 1024**3, "gib": 1024**3,
+    "ti": 1024**4, "tib": 1024**4,
+}
+_PATTERN = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_bytes(value: int | float | str) -> int:
+    """Turn ``2147483648``, ``"512MiB"``, ``"2GiB"`` or ``"1.5GB"`` into a positive int of bytes.
+
+    Raises ConfigError naming the bad value and the accepted forms.
+    """
+    if isinstance(value, bool):
+        raise ConfigError(f"memory size {value!r} is a bool; expected bytes or a string like '2GiB'")
+    if isinstance(value, (int, float)):
+        number, unit = float(value), ""
+    elif isinstance(value, str):
+        match = _PATTERN.match(value)
+        if not match or match.group(2).lower() not in _UNITS:
+            raise ConfigError(
+                f"cannot parse memory size {value!r}; expected a number of bytes or a number "
+                "with a unit, e.g. 512MiB, 2GiB, 1.5GB"
+            )
+        number, unit = float(match.group(1)), match.group(2).lower()
+    else:
+        raise ConfigError(f"memory size must be int or str, got {type(value).__name__}")
+    if not math.isfinite(number) or number <= 0:
+        raise ConfigError(f"memory size must be positive, got {value!r}")
+    return int(number * _UNITS[unit])
+
+
+def format_bytes(n: int | float | None) -> str:
+    """``1536 -> '1.50 KiB'``; None -> 'n/a' (an unavailable figure is never shown as 0)."""
+    if n is None:
+        return "n/a"
+    sign = "-" if n < 0 else ""
+    n = abs(float(n))
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{sign}{n:.0f} {unit}" if unit == "B" else f"{sign}{n:.2f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
