@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import torch
 
-from batchprof.errors import DeviceUnavailableError
+from ..errors import DeviceUnavailableError
 
 KernelMode = Literal["compiled", "interpreted", "unavailable"]
 
@@ -48,10 +48,10 @@ _prepare_environment()
 try:
     import triton
     import triton.language as tl
-except ImportError as exc:  # triton is an optional, Linux-only dependency
+except Exception as exc:  # noqa: BLE001 - missing (ImportError) or broken: report at call time
     triton = None  # type: ignore[assignment]
     tl = None  # type: ignore[assignment]
-    _IMPORT_ERROR: ImportError | None = exc
+    _IMPORT_ERROR: Exception | None = exc
 else:
     _IMPORT_ERROR = None
 
@@ -82,8 +82,8 @@ def unavailable_reason() -> str | None:
     if KERNEL_MODE != "unavailable":
         return None
     if triton is None:
-        return (f"Triton is not installed ({_IMPORT_ERROR}); install it with `pip install triton` "
-                "(Linux only) to run batchprof's kernels")
+        return (f"Triton could not be imported ({type(_IMPORT_ERROR).__name__}: {_IMPORT_ERROR}); "
+                "install it with `pip install triton` (Linux only) to run batchprof's kernels")
     return (f"{_INTERPRET_ENV}={os.environ.get(_INTERPRET_ENV)!r} switches Triton's CPU interpreter "
             "off and this machine has no CUDA device; unset it or set it to 1 before importing "
             "batchprof.kernels to run the kernels on the CPU")

@@ -18,8 +18,7 @@ from typing import Any, Literal
 
 import torch
 
-from batchprof.errors import DeviceUnavailableError
-
+from ..errors import DeviceUnavailableError
 from ._triton import is_interpreted, jit, tl, triton, validate_launch
 
 MATMUL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -128,8 +127,8 @@ def launch_matmul(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, *,
         return
     args = (a, b, out, M, N, K, a.stride(0), a.stride(1), b.stride(0), b.stride(1),
             out.stride(0), out.stride(1))
-    # input_precision only matters for fp32 operands; tensor-core dtypes ignore it.
-    precision = input_precision if a.dtype == torch.float32 else "tf32"
+    # input_precision only means something for fp32 operands; others get Triton's default.
+    precision = input_precision if a.dtype == torch.float32 else None
     if is_interpreted():
         blocks = _INTERPRETED_BLOCKS
         grid = (triton.cdiv(M, blocks["BLOCK_M"]) * triton.cdiv(N, blocks["BLOCK_N"]),)

@@ -13,3 +13,22 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+# Every sampler owns one thread named "batchprof-sampler-..." (batchprof.sampling); one still
+# running after a test is a leaked sampler (a missing stop() or `with`) that would keep sampling
+# into later tests. Added by the sampling helper (issue 5).
+@pytest.fixture(autouse=True)
+def no_leaked_sampler_threads():
+    import threading
+
+    def running() -> set[threading.Thread]:
+        return {t for t in threading.enumerate()
+                if t.name.startswith("batchprof-sampler") and t.is_alive()}
+
+    before = running()
+    yield
+    leaked = running() - before
+    if leaked:
+        pytest.fail("sampler thread(s) outlived the test (stop the sampler or use `with`): "
+                    + ", ".join(sorted(t.name for t in leaked)))

@@ -8,8 +8,10 @@ from ..errors import ConfigError, DeviceUnavailableError
 from .base import Backend, BudgetExceeded, MemoryReading, unique_storage_bytes
 from .cpu import CpuBackend
 
-__all__ = ["Backend", "BudgetExceeded", "CpuBackend", "MemoryReading", "make_backend",
-           "resolve_device", "unique_storage_bytes"]
+__all__ = ["Backend", "BudgetExceeded", "CpuBackend", "MemoryReading", "device_notice",
+           "make_backend", "resolve_device", "unique_storage_bytes"]
+
+CPU_FALLBACK_NOTICE = "no CUDA device found; running on the CPU"
 
 
 def resolve_device(device: str) -> str:
@@ -22,6 +24,13 @@ def resolve_device(device: str) -> str:
     if dev == "cpu" or dev == "cuda" or dev.startswith("cuda:"):
         return dev
     raise ConfigError(f"unknown device {device!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+def device_notice(requested: str, resolved: str) -> str | None:
+    """The one-line notice for the CLI when ``auto`` fell back to the CPU; None otherwise."""
+    if requested.strip().lower() == "auto" and resolved == "cpu":
+        return CPU_FALLBACK_NOTICE
+    return None
 
 
 def make_backend(device: str = "cpu", memory_limit_bytes: int | None = None) -> Backend:

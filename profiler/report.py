@@ -1,0 +1,332 @@
+"""Reports: the only module that imports pandas or matplotlib, or writes files.
+
+A report directory ``reports/<workload>-<timestamp>/`` holds:
+
+- ``probes.jsonl``: every Measurement, appended by :class:`ProbeLog` as each probe completes
+  (so a crash or Ctrl-C loses nothing already measured);
+- ``results.json``: the whole ProfileResult (every raw measurement, options, environment);
+- ``results.csv``: the table of :func:`result_frame` (max batch, throughput ladder, knee);
+- ``probes.csv``: one row per probe, in run order;
+- ``summary.md``: what a person reads first;
+- ``peak_memory.png`` and ``throughput.png``.
+
+Plots use matplotlib's object API on a bare ``Figure`` (the Agg canvas), never pyplot, so a
+report neither needs a display nor changes the caller's matplotlib backend.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import statistics
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .result import BatchPoint, ProfileResult, throughput_ladder
+from .types import Measurement
+from .units import format_bytes
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+DEFAULT_REPORTS_DIR = "reports"
+PROBE_LOG = "probes.jsonl"
+MiB = 1024**2
+
+
+# ---------------------------------------------------------------------------------------------
+# The report directory and the probe log
+# ---------------------------------------------------------------------------------------------
+def make_report_dir(workload_name: str, root: str | os.PathLike = DEFAULT_REPORTS_DIR,
+                    now: datetime | None = None) -> Path:
+    """Create and return ``root/<workload>-<YYYYmmdd-HHMMSS>`` (suffixed -2, -3... if taken)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", workload_name).strip("._") or "workload"
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        path = root / (f"{safe}-{stamp}" if n == 1 else f"{safe}-{stamp}-{n}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"no free report directory name under {root} for {safe}-{stamp}")
+
+
+class ProbeLog:
+    """Appends each Measurement to a JSON-lines file as it completes, flushed to disk."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+
+    def append(self, m: Measurement) -> None:
+        self._fh.write(json.dumps(m.to_dict()) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())  # a probe costs seconds; losing one to a crash costs more
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> ProbeLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_probe_log(path: str | os.PathLike) -> list[Measurement]:
+    """Every Measurement in a probes.jsonl, in run order (a torn last line is skipped)."""
+    out = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(Measurement.from_dict(json.loads(line)))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+# ---------------------------------------------------------------------------------------------
+def _row(label: str, p: BatchPoint, result: ProfileResult) -> dict[str, Any]:
+    fitted = dict(result.knee.fitted) if result.knee else {}
+    best = result.knee.max_samples_per_s if result.knee else None
+    fit = fitted.get(p.batch_size)
+    median = p.step_time_median_s
+    steps = result.steps_per_epoch(p.batch_size)
+    row = {
+        "row": label, "batch_size": p.batch_size, "feasible": p.feasible, "runs": p.runs,
+        "peak_allocated_bytes": p.peak_allocated_bytes, "activation_bytes": p.activation_bytes,
+        "step_time_median_s": median, "step_time_iqr_fraction": p.step_time_iqr_fraction,
+        "samples_per_s": p.samples_per_s, "fitted_samples_per_s": fit,
+        "share_of_best": fit / best if fit is not None and best else None,
+    }
+    if result.dataset_size is not None:
+        row["steps_per_epoch"] = steps
+        row["epoch_time_s"] = steps * median if steps is not None and median else None
+    return row
+
+
+def result_frame(result: ProfileResult) -> pd.DataFrame:
+    """Max batch, then the throughput ladder (min, powers of two, max), then the knee.
+
+    With ``dataset_size`` N: steps per epoch = ceil(N / batch) and time per epoch =
+    steps x median step time, per row. Missing figures are NaN/None, never 0.
+    """
+    import pandas as pd
+
+    points = {p.batch_size: p for p in result.points()}
+    rows = []
+    if result.max_batch is not None and result.max_batch in points:
+        rows.append(_row("max batch", points[result.max_batch], result))
+        o = result.options
+        ladder = throughput_ladder(o.get("min_batch", 1), result.max_batch,
+                                   o.get("multiple_of", 1))
+    else:  # partial run: whatever fit so far
+        ladder = [b for b, p in points.items() if p.feasible]
+    rows += [_row("ladder", points[b], result) for b in ladder if b in points]
+    if result.knee_batch is not None and result.knee_batch in points:
+        rows.append(_row("knee", points[result.knee_batch], result))
+    columns = list(_row("", BatchPoint(1, True, 1, None, None, ()), result))
+    return pd.DataFrame(rows, columns=columns)
+
+
+def probes_frame(result: ProfileResult) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame([{"probe": i + 1, **m.to_row()} for i, m in enumerate(result.probes)])
+
+
+def _md_table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None, fmt: str) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) \
+        else fmt.format(value)
+
+
+def summary_markdown(result: ProfileResult, files: dict[str, str] | None = None) -> str:
+    knee = result.knee
+    status = ("partial (interrupted)" if result.interrupted
+              else f"partial (error: {result.error})" if result.error else "complete")
+    facts = [
+        ["workload", result.workload], ["device", result.device],
+        ["memory budget", format_bytes(result.capacity_bytes)
+         if result.capacity_bytes is not None else "none"],
+        ["max feasible batch", str(result.max_batch) if result.max_batch else "n/a"],
+        [f"knee (alpha = {result.options.get('alpha', '?')})",
+         str(result.knee_batch) if result.knee_batch else "n/a"],
+        ["knee (alpha = 0.95)", str(result.knee_batch_95) if result.knee_batch_95 else "n/a"],
+        ["knee confidence", knee.confidence if knee else "n/a"],
+        ["recommended batch", str(result.recommended_batch) if result.recommended_batch
+         else "n/a"],
+        ["probes", str(len(result.probes))],
+        ["time", _fmt(result.elapsed_s, "{:.1f} s")],
+        ["status", status],
+    ]
+    out = [f"# batchprof report: {result.workload}", "",
+           f"Started {result.started_at or 'n/a'}.", "", _md_table(["", ""], facts), "",
+           f"**Recommendation:** {result.recommendation_reason}", ""]
+    frame = result_frame(result)
+    if len(frame):
+        headers = ["row", "batch", "fits", "peak", "step (median)", "spread", "samples/s",
+                   "fitted", "share"]
+        epochs = result.dataset_size is not None
+        if epochs:
+            headers += ["steps/epoch", "epoch time"]
+        rows = []
+        for r in frame.to_dict("records"):
+            cells = [r["row"], str(r["batch_size"]), "yes" if r["feasible"] else "no",
+                     format_bytes(r["peak_allocated_bytes"]),
+                     _fmt(r["step_time_median_s"] and r["step_time_median_s"] * 1e3, "{:.1f} ms"),
+                     _fmt(r["step_time_iqr_fraction"], "{:.0%}"),
+                     _fmt(r["samples_per_s"], "{:.1f}"), _fmt(r["fitted_samples_per_s"], "{:.1f}"),
+                     _fmt(r["share_of_best"], "{:.0%}")]
+            if epochs:
+                cells += [_fmt(r["steps_per_epoch"], "{:.0f}"), _fmt(r["epoch_time_s"], "{:.1f} s")]
+            rows.append(cells)
+        out += ["## Throughput ladder", "", _md_table(headers, rows), ""]
+    if result.notes:
+        out += ["## Notes", "", *[f"- {n}" for n in result.notes], ""]
+    if files:
+        out += ["## Files", "", *[f"- `{name}`: {what}" for name, what in files.items()], ""]
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots
+# ---------------------------------------------------------------------------------------------
+def _figure():
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5), dpi=100, layout="constrained")
+    return fig, fig.subplots()
+
+
+def plot_peak_memory(result: ProfileResult, path: str | os.PathLike) -> Path:
+    """Peak memory vs batch size: fits (dots), fails (x), the budget line, the max marked."""
+    fig, ax = _figure()
+    cap = result.capacity_bytes
+    points = result.points()
+    fit = [p for p in points if p.feasible and p.peak_allocated_bytes is not None]
+    ax.plot([p.batch_size for p in fit], [p.peak_allocated_bytes / MiB for p in fit], "o-",
+            color="tab:blue", label="fits: peak allocated")
+    failed = [p for p in points if not p.feasible]
+    if failed:
+        # an OOM that was stopped early has no peak: drawn on the budget line (at least that)
+        ys = [(p.peak_allocated_bytes if p.peak_allocated_bytes is not None else cap or 0) / MiB
+              for p in failed]
+        ax.plot([p.batch_size for p in failed], ys, "x", color="tab:red", markersize=9,
+                mew=2, label="out of memory")
+    if cap is not None:
+        ax.axhline(cap / MiB, color="tab:red", ls="--", lw=1,
+                   label=f"budget {format_bytes(cap)}")
+    if result.max_batch is not None:
+        ax.axvline(result.max_batch, color="tab:green", ls=":", lw=1.5,
+                   label=f"max feasible batch {result.max_batch}")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("peak memory (MiB)")
+    ax.set_title(f"{result.workload} on {result.device}: peak memory per training step")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    fig.savefig(path)
+    return Path(path)
+
+
+def plot_throughput(result: ProfileResult, path: str | os.PathLike) -> Path:
+    """Throughput vs batch size (log2 x): medians with IQR bars, the fit, the knee marked."""
+    fig, ax = _figure()
+    timed = [p for p in result.points() if p.samples_per_s is not None]
+    for p in timed:
+        rate = p.samples_per_s
+        if len(p.step_times_s) >= 2:  # the step-time quartiles, as throughputs
+            q1, _, q3 = statistics.quantiles(p.step_times_s, n=4, method="inclusive")
+            bars = [[max(0.0, rate - p.batch_size / q3)], [max(0.0, p.batch_size / q1 - rate)]]
+        else:
+            bars = None
+        ax.errorbar(p.batch_size, rate, yerr=bars, fmt="o", color="tab:blue", capsize=3)
+    if timed:
+        ax.plot([], [], "o", color="tab:blue", label="measured (median, IQR)")
+    knee = result.knee
+    if knee is not None and knee.fitted:
+        xs, ys = zip(*knee.fitted, strict=True)
+        ax.plot(xs, ys, "-", color="tab:orange", label="monotone fit")
+        if knee.max_samples_per_s:
+            ax.axhline(knee.alpha * knee.max_samples_per_s, color="gray", ls="--", lw=1,
+                       label=f"{knee.alpha:.0%} of best")
+    if result.knee_batch is not None:
+        ax.axvline(result.knee_batch, color="tab:purple", ls="-.", lw=1.5,
+                   label=f"knee {result.knee_batch}")
+    if result.max_batch is not None:
+        ax.axvline(result.max_batch, color="tab:green", ls=":", lw=1.5,
+                   label=f"max feasible {result.max_batch}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("samples / s")
+    ax.set_title(f"{result.workload} on {result.device}: training throughput")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="best", fontsize="small")
+    fig.savefig(path)
+    return Path(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole report
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReportFiles:
+    directory: Path
+    results_json: Path
+    results_csv: Path
+    probes_csv: Path
+    summary_md: Path
+    peak_memory_png: Path
+    throughput_png: Path
+    probes_jsonl: Path | None  # present when a ProbeLog wrote into the directory
+
+
+FILE_DESCRIPTIONS = {
+    "summary.md": "this summary",
+    "results.json": "every raw measurement, options, environment",
+    "results.csv": "max batch, throughput ladder, knee (one row each)",
+    "probes.csv": "one row per probe, in run order",
+    PROBE_LOG: "every probe, appended as it completed",
+    "peak_memory.png": "peak memory vs batch size",
+    "throughput.png": "throughput vs batch size",
+}
+
+
+def write_report(result: ProfileResult, directory: str | os.PathLike) -> ReportFiles:
+    """Write results.json/.csv, probes.csv, summary.md and both plots into ``directory``."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    log = d / PROBE_LOG
+    data = result.to_dict()
+    (d / "results.json").write_text(json.dumps(data, indent=2, default=str) + "\n",
+                                    encoding="utf-8")
+    result_frame(result).to_csv(d / "results.csv", index=False)
+    probes_frame(result).to_csv(d / "probes.csv", index=False)
+    plot_peak_memory(result, d / "peak_memory.png")
+    plot_throughput(result, d / "throughput.png")
+    files = {k: v for k, v in FILE_DESCRIPTIONS.items() if k != PROBE_LOG or log.exists()}
+    (d / "summary.md").write_text(summary_markdown(result, files), encoding="utf-8")
+    return ReportFiles(d, d / "results.json", d / "results.csv", d / "probes.csv",
+                       d / "summary.md", d / "peak_memory.png", d / "throughput.png",
+                       log if log.exists() else None)
+
+
+def load_result(directory_or_file: str | os.PathLike) -> ProfileResult:
+    """Read a ProfileResult back from a report directory or its results.json."""
+    path = Path(directory_or_file)
+    if path.is_dir():
+        path = path / "results.json"
+    return ProfileResult.from_dict(json.loads(path.read_text(encoding="utf-8")))

@@ -1,0 +1,122 @@
+"""measure() on the real CPU backend: the numbers DESIGN.md defines, budgets, cleanup."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import batchprof
+from batchprof.backends.fake import FakeBackend
+from batchprof.errors import BudgetError, ConfigError, StepError
+from batchprof.probe import TimingPolicy
+from batchprof.workloads import BUILTINS
+
+from .helpers import independent_peak, live_tensor_bytes, malloc_in_use_bytes, tiny_workload
+
+ONE_STEP = TimingPolicy(timed_steps=1, max_timed_steps=1)
+
+
+@pytest.mark.parametrize("name", sorted(BUILTINS))
+def test_peak_matches_independent_allocator_reading(name):
+    workload = batchprof.load_workload(name)
+    for batch_size in (2, 5, 12):
+        m = batchprof.measure(workload, batch_size, timing=ONE_STEP)
+        reference = independent_peak(workload, batch_size)
+        assert m.feasible
+        assert m.peak_allocated_bytes == pytest.approx(reference, rel=0.01), (name, batch_size)
+        assert m.peak_reserved_bytes == m.peak_allocated_bytes  # no caching on the CPU
+        assert m.resident_bytes < m.peak_allocated_bytes
+
+
+@pytest.mark.parametrize("name", sorted(BUILTINS))
+def test_activation_bytes_grow_affinely(name):
+    sizes = (2, 4, 6, 8)
+    acts = [batchprof.measure(name, b, timing=ONE_STEP).activation_bytes for b in sizes]
+    slope = (acts[-1] - acts[0]) / (sizes[-1] - sizes[0])
+    assert slope > 0
+    for b, a in zip(sizes, acts):
+        predicted = acts[0] + slope * (b - sizes[0])
+        assert a == pytest.approx(predicted, rel=0.02), (name, sizes, acts)
+
+
+def test_measurement_statistics_and_roundtrip():
+    m = batchprof.measure(tiny_workload(), 8, timing=TimingPolicy(timed_steps=5))
+    assert m.feasible and m.reason is None
+    assert len(m.step_times_s) >= 5 and all(t > 0 for t in m.step_times_s)
+    assert m.samples_per_s == pytest.approx(8 / m.step_time_median_s)
+    assert m.step_time_iqr_s >= 0
+    again = batchprof.Measurement.from_dict(m.to_dict())
+    assert again == m
+    row = m.to_row()
+    assert row["peak_allocated_bytes"] == m.peak_allocated_bytes and "step_times_s" not in row
+
+
+def test_over_budget_is_infeasible_not_an_error():
+    workload = batchprof.load_workload("mlp")
+    # Measured under a (generous) budget so the guard's own few bytes are counted alike.
+    fits = batchprof.measure(workload, 16, memory_limit="1GiB", timing=ONE_STEP)
+    limit = fits.peak_allocated_bytes - 1
+    m = batchprof.measure(workload, 16, memory_limit=limit, timing=ONE_STEP)
+    assert not m.feasible
+    assert "out of memory" in m.reason
+    assert m.step_times_s == ()
+    exact = batchprof.measure(workload, 16, memory_limit=fits.peak_allocated_bytes,
+                              timing=ONE_STEP)
+    assert exact.feasible  # feasible means peak <= limit, no hidden headroom
+
+
+def test_fifty_over_budget_probes_leak_nothing():
+    workload = tiny_workload(width=256)
+    own = 2 * (256 * 256 + 256) * 4  # enough for the parameters, not for training
+    limit = own + 300_000
+    batchprof.measure(workload, 512, memory_limit=limit, timing=ONE_STEP)  # warm caches
+    tensors_before, malloc_before = live_tensor_bytes(), malloc_in_use_bytes()
+    for _ in range(50):
+        m = batchprof.measure(workload, 512, memory_limit=limit, timing=ONE_STEP)
+        assert not m.feasible
+    assert live_tensor_bytes() == tensors_before
+    if malloc_before is not None:
+        # A 512x256 fp32 batch is 512 KiB; a leak of one per probe would be 25 MiB.
+        assert malloc_in_use_bytes() - malloc_before < 2 * 2**20
+
+
+def test_budget_smaller_than_parameters_is_a_user_error():
+    with pytest.raises(BudgetError, match="parameters and buffers alone take"):
+        batchprof.measure("mlp", 4, memory_limit="1MiB")
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, "8", True])
+def test_bad_batch_size(bad):
+    with pytest.raises(ConfigError, match="batch size must be a positive integer"):
+        batchprof.measure(tiny_workload(), bad)
+
+
+def test_non_oom_failure_names_the_batch_size():
+    base = tiny_workload()
+
+    def failing_loss(model, batch):
+        raise ValueError("shape mismatch in user code")
+
+    broken = batchprof.Workload("broken", base.model_fn, base.batch_fn, failing_loss)
+    with pytest.raises(StepError, match="at batch size 7") as info:
+        batchprof.measure(broken, 7)
+    assert info.value.batch_size == 7
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+def test_fake_backend_scripts_oom_through_the_same_path():
+    backend = FakeBackend(lambda b: 10_000 * b, capacity_bytes=100_000)
+    ok = batchprof.measure(tiny_workload(), 10, backend=backend, timing=ONE_STEP)
+    over = batchprof.measure(tiny_workload(), 11, backend=backend, timing=ONE_STEP)
+    assert ok.feasible and ok.peak_allocated_bytes == 100_000
+    assert not over.feasible and backend.probes == [10, 11]
+
+
+def test_real_allocator_failure_counts_as_oom():
+    from batchprof.backends import CpuBackend
+
+    backend = CpuBackend()
+    err = RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate "
+                       "memory: you tried to allocate 1 bytes")
+    assert backend.is_oom(err) and backend.is_oom(torch.OutOfMemoryError("x"))
+    assert not backend.is_oom(RuntimeError("shape mismatch"))
