@@ -16,10 +16,9 @@ import statistics
 import time
 from collections.abc import Callable
 
+import batchprof
 import pytest
 import torch
-
-import batchprof
 from batchprof.probe import TimingPolicy
 
 BATCH_SIZE = 8

@@ -77,6 +77,8 @@ def test_psutil_single_reading(benchmark):
         sampler.begin_window("bench")
         benchmark(sampler.sample_once)
         sampler.end_window("bench")
+    if benchmark.stats is None:  # --benchmark-disable: ran once, nothing measured
+        return
     stats = benchmark.stats.stats
     benchmark.extra_info.update(
         reading_median_s=stats.median, reading_mean_s=stats.mean,

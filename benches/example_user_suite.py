@@ -23,14 +23,14 @@ import importlib.util
 import os
 from collections.abc import Callable
 
+import batchprof
 import pytest
 import torch
+from batchprof.backends import resolve_device
+from batchprof.probe import TimingPolicy
+from batchprof.pytest_plugin import record_extra_info
 from torch import nn
 from torch.nn import functional as F
-
-import batchprof
-from batchprof.backends import resolve_device
-from batchprof.pytest_plugin import record_extra_info
 
 IN_FEATURES, HIDDEN, CLASSES = 64, 256, 10
 BATCH_SIZE = 32
@@ -95,12 +95,14 @@ def test_memory_budget(benchmark, batchprof):
 
 
 def test_largest_batch(benchmark, batchprof):
-    """The largest batch that fits a 32 MiB budget must stay >= 256 (a capacity regression)."""
+    """A capacity regression: batch 128 must still fit a 1 MiB budget. The search stops at
+    max_batch, in steps of 16, with 3 timed steps per probe, to keep the suite quick."""
     if importlib.util.find_spec("batchprof.api") is None:
         pytest.skip("profile() not available yet")
-    result = benchmark.pedantic(batchprof.profile, args=(WORKLOAD,),
-                                kwargs={"memory_limit": "32MiB", "max_batch": 1024}, rounds=1)
-    batchprof.check(result=result, min_max_batch=256)
+    options = {"memory_limit": "1MiB", "max_batch": 128, "multiple_of": 16,
+               "timing": TimingPolicy(timed_steps=3, max_timed_steps=3)}
+    result = benchmark.pedantic(batchprof.profile, args=(WORKLOAD,), kwargs=options, rounds=1)
+    batchprof.check(result=result, min_max_batch=128)  # max_batch is in extra_info too
 
 
 @pytest.mark.skipif(not os.environ.get("BATCHPROF_DEMO_OVER_BUDGET"),

@@ -6,9 +6,10 @@ below give the output's shape, dtype and device without touching memory or compu
 On real tensors each op runs its Triton launcher (interpreted on the CPU, compiled on CUDA).
 
 ``custom_op`` rather than ``triton_op``: the real path must also work where Triton only runs
-interpreted, and the meta path must not depend on Triton at all, so this module imports neither
-Triton nor the kernel modules until an op actually runs (by module path: the ops here are
-named like the kernel modules, so `from . import copy` would be ambiguous) (``import batchprof.kernels`` stays light).
+interpreted, and the meta path must not depend on Triton at all. So this module imports neither
+Triton nor the kernel modules until an op actually runs (``import batchprof.kernels`` stays
+light), and then by module path: the ops are named like the kernel modules, so
+``from . import copy`` would be ambiguous.
 
 Ops: copy(src) -> Tensor; triad(b, c, scalar) -> Tensor; matmul(a, b) -> Tensor (these three
 are differentiable); fill_pattern(buf!, seed) -> None; count_pattern_mismatches(buf, seed) ->

@@ -32,7 +32,7 @@ from .workload import Workload, load_workload
 DEFAULT_CPU_MEMORY_LIMIT = "512MiB"
 
 
-def _check_options(min_batch: int, max_batch: int | None, multiple_of: int,
+def check_options(min_batch: int, max_batch: int | None, multiple_of: int,
                    dataset_size: int | None, alpha: float, hint: int | None) -> None:
     """Reject inconsistent options before anything is built or run."""
     def positive(name: str, value: Any) -> None:
@@ -154,9 +154,12 @@ def _recommend(max_batch: int | None, knee: KneeResult | None,
     share = fitted.get(k, 0.0) / best if best else 0.0
     peak = max((m.peak_allocated_bytes or 0 for m in probes
                 if m.batch_size == k and m.feasible), default=None)
-    return k, (f"the throughput knee: batch {k} reaches {share:.0%} of the best throughput "
-               f"({best:.1f} samples/s) at {format_bytes(peak)} peak memory, leaving headroom "
-               f"below the largest batch that fits ({max_batch}){caveat}")
+    # The knee may sit a standard error below alpha x best (search.find_knee): say so.
+    within = "" if share >= knee.alpha else " within measurement noise"
+    return k, (f"the throughput knee: the smallest batch reaching {knee.alpha:.0%} of the best "
+               f"throughput ({best:.1f} samples/s){within}; fitted {share:.0%} at batch {k}, "
+               f"{format_bytes(peak)} peak memory, leaving headroom below the largest batch "
+               f"that fits ({max_batch}){caveat}")
 
 
 def _environment(backend: Backend) -> dict[str, Any]:
@@ -212,7 +215,7 @@ def profile(
     """
     clock = time.perf_counter()
     started_at = datetime.now().astimezone().isoformat(timespec="seconds")
-    _check_options(min_batch, max_batch, multiple_of, dataset_size, alpha, hint)
+    check_options(min_batch, max_batch, multiple_of, dataset_size, alpha, hint)
     wl = load_workload(workload)
     notes: list[str] = []
     if backend is None:

@@ -38,10 +38,8 @@ MARKER = "batchprof"
 MEASURE_KEYS = ("workload", "batch_size", "device", "memory_limit", "timing")
 PER_BATCH_BUDGETS = ("max_peak", "max_activation", "min_samples_per_s")
 BUDGET_KEYS = (*PER_BATCH_BUDGETS, "min_max_batch")
-PROFILE_KEYS = ("min_batch", "max_batch")  # passed to profile() along with device and limit
+PROFILE_KEYS = ("min_batch", "max_batch", "multiple_of")  # to profile(), with device/limit
 MARKER_KEYS = MEASURE_KEYS + BUDGET_KEYS + PROFILE_KEYS
-EXTRA_INFO_KEYS = ("workload", "batch_size", "device", "peak_allocated_bytes",
-                   "peak_reserved_bytes", "activation_bytes", "samples_per_s", "kernel_busy_pct")
 
 
 # ---- options and marker ---------------------------------------------------------------------
@@ -88,6 +86,7 @@ def extra_info_for(measurement: Any = None, result: Any = None) -> dict[str, Any
         )
     if result is not None:
         info.update(max_batch=result.max_batch, knee_batch=result.knee_batch,
+                    recommended_batch=getattr(result, "recommended_batch", None),
                     profile_probes=len(result.probes))
     return info
 
@@ -99,7 +98,7 @@ def record_extra_info(benchmark: Any, measurement: Any = None, result: Any = Non
     Returns what was recorded. Keys: workload, batch_size, device, feasible,
     peak_allocated_bytes, peak_reserved_bytes, activation_bytes, samples_per_s,
     step_time_median_s, kernel_busy_pct (None where unavailable); with a result also
-    max_batch, knee_batch, profile_probes.
+    max_batch, knee_batch, recommended_batch, profile_probes.
     """
     info = extra_info_for(measurement, result)
     benchmark.extra_info.update(info)  # update, not assign: pytest-benchmark holds this dict
@@ -174,8 +173,8 @@ def budget_violations(measurement: Any = None, result: Any = None, *,
         if result is None:
             raise ConfigError("budget min_max_batch needs a profile() result")
         probes = result.probes
-        device = probes[0].device if probes else "?"
-        limit = probes[0].memory_limit_bytes if probes else None
+        device = getattr(result, "device", None) or (probes[0].device if probes else "?")
+        limit = getattr(result, "memory_limit_bytes", None)
         found = result.max_batch
         if found is None or found < int(min_max_batch):
             shown = "none (no batch size fit)" if found is None else str(found)
@@ -212,10 +211,11 @@ class BatchprofHelper:
 
     def measure(self, workload: Any, batch_size: int, **kw: Any) -> Any:
         """``batchprof.measure`` with this run's device and memory limit -> Measurement."""
+        from batchprof.backends import resolve_device
         from batchprof.probe import measure
 
         kw = self._defaults(kw)
-        if kw["device"].startswith("cuda") and "sampler" not in kw:
+        if "sampler" not in kw and resolve_device(kw["device"]).startswith("cuda"):
             m = _measure_with_device_sampler(measure, workload, batch_size, kw)
         else:
             m = measure(workload, batch_size, **kw)
@@ -333,14 +333,12 @@ def _run_marker(item: pytest.Item, kwargs: dict[str, Any]) -> None:
 
     funcargs = getattr(item, "funcargs", {})
     helper = _helper_for(item.config, lambda: funcargs.get("benchmark"))
-    common = {k: kwargs[k] for k in ("device", "memory_limit") if k in kwargs}
+    common = {k: kwargs[k] for k in ("device", "memory_limit", "timing") if k in kwargs}
     measurement = result = None
     error: BatchprofError | None = None
     try:
         if kwargs.get("batch_size") is not None:
-            timing = {"timing": kwargs["timing"]} if "timing" in kwargs else {}
-            measurement = helper.measure(kwargs["workload"], kwargs["batch_size"],
-                                         **common, **timing)
+            measurement = helper.measure(kwargs["workload"], kwargs["batch_size"], **common)
         if kwargs.get("min_max_batch") is not None:
             extra = {k: kwargs[k] for k in PROFILE_KEYS if k in kwargs}
             result = helper.profile(kwargs["workload"], **common, **extra)

@@ -23,7 +23,8 @@ Window semantics (the same for every sampler):
 
 Samples are kept only while some window is open, so memory stays bounded between probes.
 The clock and the thread's wait are injectable so tests can drive cadence deterministically.
-``pynvml`` is imported only by :mod:`batchprof.nvml`, and only when an NVML sampler starts.
+``pynvml`` is imported only by :mod:`batchprof.nvml`, and only when NVML is asked for
+(an NVML sampler starting, ``make_sampler("auto" | "nvml")``).
 """
 
 from __future__ import annotations

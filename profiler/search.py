@@ -3,10 +3,14 @@
 No torch here. ``find_max_batch`` drives a ``probe(b) -> Outcome`` callable; ``find_knee`` reads
 a list of Outcomes (and may call ``refine(b) -> Outcome``). Both are tested on synthetic curves.
 
-Probe budget of ``find_max_batch`` (no hint, start 1, granularity 1, true answer M, no memory
-figures in the Outcomes): exactly doubling then bisection plus one confirmation,
-``max_batch_probe_budget(M)``. When Outcomes carry ``peak_bytes`` and ``capacity_bytes`` the
-search extrapolates memory (close to affine in b) and needs about five probes for any M.
+Probes of ``find_max_batch`` (start 1, granularity 1, true answer M):
+- Outcomes with feasible/infeasible only: doubling, bisection and one confirmation, at most
+  ``max_batch_probe_budget(M)``. A hint within 10% cuts that to bisecting its window, about
+  log2(0.2 M) + 3: no search on yes/no answers can pin +-10% of M = 1000 in five probes.
+- Outcomes that also carry ``peak_bytes`` and ``capacity_bytes``: the search extrapolates peak
+  memory (close to affine in b): 5 probes for any M when memory is affine, with or without a
+  hint within 10%; where memory is not affine, one failed extrapolation costs one probe over
+  the budget, after which the plain ladder takes over.
 """
 
 from __future__ import annotations
@@ -20,13 +24,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from batchprof.errors import ConfigError
+
+from .errors import ConfigError
 
 PLATEAU_GAIN = 0.05  # a doubling that gains less than this is on the plateau
 MIN_SPREAD = 0.02  # floor on a point's relative IQR: run-to-run drift exceeds in-run spread
 DEFAULT_SPREAD = 0.10  # assumed relative IQR when a point has fewer than 3 timed steps
 FALL_CHI2 = 9.0  # weighted-SSE gain (a chi-square, ~3 sigma) to accept "throughput falls"
-MAX_EXTRAPOLATIONS = 4  # memory-guided probes per search before plain bisection takes over
+MAX_EXTRAPOLATIONS = 4  # memory-guided probes per search before the plain ladder takes over
 BOOTSTRAP_ROUNDS = 200
 TOLERANCE_SE = 1.0  # a point within this many standard errors of alpha * max reaches it
 
@@ -53,13 +58,6 @@ class Outcome:
     reason: str | None = None
     peak_bytes: int | None = None
     capacity_bytes: int | None = None
-
-    @property
-    def throughput_samples_per_s(self) -> float | None:
-        if self.samples_per_s is not None:
-            return self.samples_per_s
-        median = statistics.median(self.step_times_s) if self.step_times_s else 0.0
-        return self.batch_size / median if median > 0 else None
 
     @classmethod
     def from_measurement(cls, m: Any) -> Outcome:
@@ -118,7 +116,9 @@ class _Grid:
         return 1 if self.min_batch % self.step else 0
 
     def size(self, i: int) -> int:
-        return self.min_batch if self.offset and i == 0 else self.first_multiple + (i - self.offset) * self.step
+        if self.offset and i == 0:
+            return self.min_batch
+        return self.first_multiple + (i - self.offset) * self.step
 
     def down(self, b: int) -> int | None:  # index of the largest candidate <= b
         if b < self.min_batch:
@@ -154,6 +154,7 @@ class _MaxBatchSearch:
         self.extrapolations = 0
         self.hinted = False
         self.start = 1
+        self.first = 0  # index of the first probe
         self.predicted: bool | None = None  # what memory extrapolation expected of the next probe
 
     def run(self, i: int) -> Outcome:
@@ -214,7 +215,8 @@ class _MaxBatchSearch:
                 return (lo + hi) // 2
             if self.soft_hi is not None and self.soft_hi > lo:
                 return self.soft_hi if self.soft_hi == lo + 1 else (lo + self.soft_hi) // 2
-            target = 2 * self.grid.size(lo)
+            # past the window: double the distance from the window's bottom, not the size
+            target = 2 * self.grid.size(lo) - self.grid.size(self.first)
         else:  # the doubling ladder from start (rejoined after extrapolating), bisect below hi
             target = self.start << (self.grid.size(lo) // self.start).bit_length()
         grown = max(lo + 1, self.grid.up(target))
@@ -283,6 +285,11 @@ def find_max_batch(probe: Callable[[int], Outcome], *, start: int = 1, hint: int
     [min_batch, min(max_batch, dataset_size)]. Each size is probed once, except the answer,
     which is re-run before it is reported. Never returns a size not run and found feasible.
 
+    The search never probes at or below a size that fit, so an OOM there (flaky or
+    non-monotonic memory) shows up on the re-run: it is retried once; a second failure drops
+    the answer, sets ``non_monotonic`` with a note, and the search settles below it. A hint
+    that is far too high costs about log2(hint / answer) extra probes (halving down to a fit).
+
     Raises ConfigError for inconsistent bounds; exceptions from ``probe`` propagate (the
     caller has already seen every Outcome through ``on_probe``).
     """
@@ -310,9 +317,9 @@ def find_max_batch(probe: Callable[[int], Outcome], *, start: int = 1, hint: int
         s.hinted = True
     else:
         first = grid.up(start)
-        s.start = grid.size(first)
     if grid.top_index is not None:
         first = min(first, grid.top_index)
+    s.first, s.start = first, grid.size(first)
     s.search(first)
     while s.lo is not None and not s.confirm():
         s.search(s.next_index())
@@ -338,7 +345,7 @@ def find_max_batch(probe: Callable[[int], Outcome], *, start: int = 1, hint: int
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class KneeResult:
-    knee_batch: int | None  # smallest measured b whose fitted throughput >= alpha * max
+    knee_batch: int | None  # smallest measured b whose fitted throughput reaches alpha * max
     knee_batch_95: int | None  # the same for alpha = 0.95
     alpha: float
     max_samples_per_s: float | None  # the fitted maximum
@@ -411,8 +418,9 @@ def _points(outcomes: Sequence[Outcome]) -> list[_Point]:
     points = []
     for b in sorted(set(times) | set(rates)):
         ts = tuple(times.get(b, ()))
-        rate = b / statistics.median(ts) if ts else statistics.median(rates[b])
-        if not rate > 0:
+        median = statistics.median(ts) if ts else 0.0
+        rate = (b / median if median > 0 else None) if ts else statistics.median(rates[b])
+        if rate is None or not rate > 0:
             continue
         # sd(median) ~ 1.253 * sigma / sqrt(n), sigma ~ IQR / 1.349
         sd = 0.93 * max(spreads.get(b, DEFAULT_SPREAD), typical) * rate / math.sqrt(max(1, len(ts)))
@@ -501,8 +509,8 @@ def _kneedle(sizes: Sequence[int], fit: Sequence[float]) -> int | None:
     return None if knee is None else sizes[min(range(len(xs)), key=lambda i: abs(xs[i] - knee))]
 
 
-def _bootstrap_knees(points: Sequence[_Point], alpha: float, falls: bool, rounds: int,
-                     seed: int) -> list[int]:
+def _bootstrap_knees(points: Sequence[_Point], alpha: float, rounds: int, seed: int
+                     ) -> list[int]:
     """Knees of fits to resampled data: each point's step times drawn with replacement."""
     rng = np.random.default_rng(seed)
     columns = []
@@ -524,13 +532,19 @@ def find_knee(points: Sequence[Outcome], *, alpha: float = 0.9,
     """The throughput knee: the smallest batch size whose throughput is within ``alpha`` of the
     best, read off a fit rather than raw medians, which are noisy and not monotone.
 
-    The fit is a weighted isotonic (non-decreasing) regression of samples/s on b, weights the
-    inverse variance of each point's median; when throughput clearly falls at large b the fit
-    is unimodal and the knee is taken against its peak. With ``refine``, up to ``max_refine``
-    more sizes (multiples of ``multiple_of``) are measured between the knee and the point below
-    it (geometric bisection). Confidence is "ambiguous" when the knees of fits to bootstrap
-    resamples of the step times (10th..90th percentile) span more than one doubling, when
-    fewer than three sizes were timed, or when no point has step times to resample.
+    Fit: weighted isotonic (non-decreasing, pool adjacent violators) regression of samples/s
+    on b, each point weighted by the inverse variance of its median (from its step-time IQR,
+    floored at the typical IQR of all points). When throughput clearly falls at large b
+    (see ``_fit``) the fit is unimodal and the knee is taken against its peak.
+    Knee: the smallest b whose fitted value reaches alpha * max, or falls short of it by less
+    than one standard error (only when every point has step times; see ``_alpha_knee``).
+    Refinement: with ``refine``, up to ``max_refine`` more sizes (multiples of ``multiple_of``)
+    are measured at the geometric middle between the knee and the point below it.
+    Confidence: "ambiguous" when the knees of fits to 200 bootstrap resamples of the step
+    times (10th..90th percentile, ``knee_interval``) span more than one doubling, when no point
+    has step times to resample, or when fewer than three sizes were timed; else "high".
+    Kneedle (on log2 b and the rising part of the fit) and the gain per doubling are
+    cross-checks; disagreements of more than one doubling are noted.
     """
     if not 0 < alpha <= 1:
         raise ConfigError(f"alpha must be in (0, 1], got {alpha}")
@@ -587,8 +601,8 @@ def find_knee(points: Sequence[Outcome], *, alpha: float = 0.9,
 
     interval, confidence = None, "high"
     if any(len(p.step_times_s) >= 3 for p in pts):
-        knees = sorted(_bootstrap_knees(pts, alpha, falls, BOOTSTRAP_ROUNDS, seed))
-        interval = (knees[len(knees) // 20], knees[(len(knees) * 19) // 20])
+        knees = sorted(_bootstrap_knees(pts, alpha, BOOTSTRAP_ROUNDS, seed))
+        interval = (knees[len(knees) // 10], knees[(len(knees) * 9) // 10])
         if interval[1] > 2 * interval[0]:
             confidence = "ambiguous"
             notes.append(f"noise: resampled step times put the knee anywhere in "

@@ -13,7 +13,7 @@ import random
 import pytest
 from batchprof.errors import ConfigError
 from batchprof.gpus import get_gpu
-from batchprof.predict.allocators import (
+from batchprof.prediction.allocators import (
     DEFAULT_CUBLAS_WORKSPACE_BYTES,
     AllocatorModel,
     CpuAllocatorModel,
@@ -25,7 +25,7 @@ from batchprof.predict.allocators import (
     segment_size,
     unmodelled_alloc_conf,
 )
-from batchprof.predict.events import ACTIVATION, PARAMETER, TEMPORARY, MemEvent
+from batchprof.prediction.events import ACTIVATION, PARAMETER, TEMPORARY, MemEvent
 
 KiB = 1024
 MiB = 1024 * 1024

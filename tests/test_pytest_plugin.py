@@ -12,9 +12,8 @@ import json
 import re
 from pathlib import Path
 
-import pytest
-
 import batchprof
+import pytest
 from batchprof.probe import TimingPolicy
 from batchprof.pytest_plugin import budget_violations, extra_info_for, record_extra_info
 from batchprof.types import Measurement, SampleSeries
@@ -250,17 +249,20 @@ def test_budget_message_reads_in_plain_words():
 # ---- profile() and the example suite -------------------------------------------------------
 @pytest.mark.skipif(not PROFILE_AVAILABLE, reason="profile() not available yet")
 def test_min_max_batch_budget_profiles_the_workload(pytester):
-    result = run_inner(pytester, '''
-@pytest.mark.batchprof(workload=tiny(), memory_limit="64KiB", max_batch=4096,
-                       min_max_batch=100000)
+    # max_batch caps the search (1 MiB holds far more than 4 of these), so the result is exact.
+    result = run_inner(pytester, """
+from batchprof.probe import TimingPolicy
+
+@pytest.mark.batchprof(workload=tiny(), memory_limit="1MiB", max_batch=4, min_max_batch=1000,
+                       timing=TimingPolicy(timed_steps=1, max_timed_steps=1))
 def test_capacity(benchmark):
     benchmark.pedantic(lambda: None, rounds=1)
-''', "--benchmark-json=out.json")
+""", "--benchmark-json=out.json")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*batchprof budget not met: max feasible batch * on cpu "
-                                 "(memory limit 64.00 KiB, * probes) < min_max_batch 100000*"])
+    result.stdout.fnmatch_lines(["*batchprof budget not met: max feasible batch 4 on cpu "
+                                 "(memory limit 1.00 MiB, * probes) < min_max_batch 1000*"])
     saved = json.loads((pytester.path / "out.json").read_text())
-    assert saved["benchmarks"][0]["extra_info"]["max_batch"] >= 1
+    assert saved["benchmarks"][0]["extra_info"]["max_batch"] == 4
 
 
 def test_example_suite_over_budget_demo_fails_readably(pytester, monkeypatch):

@@ -105,6 +105,23 @@ def test_fake_pynvml_uses_only_real_names_and_codes():
     assert nvml._ERR_ARGUMENT_VERSION_MISMATCH == pynvml.NVML_ERROR_ARGUMENT_VERSION_MISMATCH
 
 
+def test_only_the_nvml_module_imports_pynvml():
+    import ast
+    from pathlib import Path
+
+    import batchprof
+
+    package = Path(batchprof.__file__).parent
+    importers = []
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            if any(n.split(".")[0] == "pynvml" for n in names):
+                importers.append(path.relative_to(package).as_posix())
+    assert sorted(set(importers)) == ["nvml.py"]
+
+
 def test_import_does_not_load_pynvml():
     code = "import sys, batchprof.sampling, batchprof.nvml; assert 'pynvml' not in sys.modules"
     subprocess.run([sys.executable, "-W", "error", "-c", code], check=True)

@@ -85,7 +85,10 @@ class CudaBackend:
             raise DeviceUnavailableError(
                 "PYTORCH_NO_CUDA_MEMORY_CACHING is set, which turns off the caching allocator "
                 "and with it every torch.cuda memory statistic batchprof reads; unset it")
-        dev = torch.device(device)
+        try:
+            dev = torch.device(device)
+        except RuntimeError as err:
+            raise ConfigError(f"invalid device {device!r}; expected 'cuda' or 'cuda:N'") from err
         if dev.type != "cuda":
             raise ConfigError(f"CudaBackend needs a CUDA device such as 'cuda:0', got {dev}")
         index = self._cuda.current_device() if dev.index is None else dev.index
@@ -143,6 +146,7 @@ class CudaBackend:
         self._cuda.set_per_process_memory_fraction(fraction, self.index)
         self._fraction_restorer = weakref.finalize(self, _restore_fraction, self._cuda,
                                                    self.index, previous)
+        self._fraction_restorer.atexit = False  # at exit the fraction no longer matters
         # Segments already cached above the cap would stay usable (the cap is checked only
         # when the allocator asks CUDA for more), so give them back first.
         self._cuda.empty_cache()

@@ -29,20 +29,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run)
 
 
-def _resolve_device(name: str) -> str:
-    if name != "auto":
-        return name
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def run(args: argparse.Namespace, console: Any) -> int:
+    from ..backends import resolve_device
     from ..ceilings import ceilings
     from ..units import parse_bytes
 
     stream_bytes = None if args.stream_size is None else parse_bytes(args.stream_size)
-    result = ceilings(_resolve_device(args.device), stream_bytes=stream_bytes,
+    result = ceilings(resolve_device(args.device), stream_bytes=stream_bytes,
                       matmul_n=args.matmul_n, repeats=args.repeats)
     if args.json:
         console.print_json(json.dumps(result.to_dict()))
@@ -57,7 +50,8 @@ def ceilings_table(result: Any) -> Any:
 
     from ..units import format_bytes
 
-    threads = f", {result.num_threads} threads" if result.num_threads else ""
+    n_threads = result.num_threads
+    threads = f", {n_threads} thread{'s' if n_threads != 1 else ''}" if n_threads else ""
     table = Table(title=f"ceilings of {result.device} ({result.device_name}{threads}) "
                         f"via {result.method}")
     table.add_column("probe", style="bold")

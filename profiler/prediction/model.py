@@ -1,0 +1,253 @@
+"""The batch-affine model: one event list whose every size is ``fixed + per_sample * b``.
+
+Two traces of one workload at batch sizes b1 < b2 have the same events in the same order
+(same operators, same storages) and differ only in sizes, each of which is affine in b (a
+tensor's bytes are its batch dimension times the rest, plus nothing). So every event's size is
+the line through its two values, and the whole step at any b follows: on the CPU the peak is
+``resident(b) + max_i running_sum_i(b)`` -- a maximum of affine functions, evaluated exactly
+with one cumulative sum, not approximated by a single line -- and on CUDA the same event list
+at b is replayed through the caching-allocator model. A third trace at another size checks the
+model; ``fit_error`` is the largest relative difference of any event's predicted size from the
+traced one (0.0 when exact).
+
+Corrections learned by calibration (``OpCorrection``) are affine in b too and are folded into
+the event list: a different output size for an operator call, or a kernel-internal transient
+("workspace") allocated after its outputs and freed at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .events import WORKSPACE, MemEvent
+from .trace import OpCall, Trace
+
+
+@dataclass(frozen=True)
+class Affine:
+    """``fixed_bytes + per_sample_bytes * b``."""
+
+    fixed_bytes: float
+    per_sample_bytes: float
+
+    def at(self, batch_size: int) -> int:
+        return int(round(self.fixed_bytes + self.per_sample_bytes * batch_size))
+
+    @classmethod
+    def through(cls, points: Sequence[tuple[int, float]]) -> Affine:
+        """The line through two (b, bytes) points; a constant through one; least squares for
+        more (a calibration at several sizes)."""
+        if not points:
+            return cls(0.0, 0.0)
+        if len(points) == 1:
+            return cls(float(points[0][1]), 0.0)
+        b = np.array([p[0] for p in points], dtype=float)
+        y = np.array([p[1] for p in points], dtype=float)
+        slope, intercept = np.polyfit(b, y, 1)
+        return cls(float(intercept), float(slope))
+
+
+@dataclass(frozen=True)
+class OpCorrection:
+    """What calibration learned about one operator call, keyed by (op, occurrence).
+
+    ``output_bytes``: the real size of each new output where it differs from meta's (None:
+    same). ``workspace``: bytes the kernel allocates internally beyond its outputs (peak
+    inside the call minus its outputs).
+    """
+
+    op: str
+    occurrence: int
+    output_bytes: tuple[Affine | None, ...] = ()
+    workspace: Affine | None = None
+
+
+class StructureMismatch(ValueError):
+    """Two traces do not have the same events in the same order."""
+
+
+@dataclass(frozen=True)
+class AffineTrace:
+    """An event list whose sizes are affine in the batch size (see module docstring)."""
+
+    kinds: tuple[str, ...]
+    storage_ids: tuple[int, ...]
+    categories: tuple[str, ...]
+    modules: tuple[str | None, ...]
+    ops: tuple[str | None, ...]
+    fixed: np.ndarray
+    per_sample: np.ndarray
+    step_start: int
+    step_ops: tuple[OpCall, ...]
+    off_device_storages: frozenset[int]
+    anchors: tuple[int, ...]
+
+    @classmethod
+    def from_traces(cls, first: Trace, second: Trace) -> AffineTrace:
+        if first.batch_size == second.batch_size:
+            raise ValueError("the two traces must be at different batch sizes")
+        if first.structure != second.structure or first.step_start != second.step_start:
+            raise StructureMismatch(
+                f"traces at batch {first.batch_size} and {second.batch_size} differ in "
+                "structure (different operators or storages), so sizes cannot be interpolated")
+        n1 = np.array([e.nbytes for e in first.events], dtype=float)
+        n2 = np.array([e.nbytes for e in second.events], dtype=float)
+        slope = (n2 - n1) / (second.batch_size - first.batch_size)
+        return cls(
+            kinds=tuple(e.kind for e in first.events),
+            storage_ids=tuple(e.storage_id for e in first.events),
+            categories=tuple(e.category for e in first.events),
+            modules=tuple(e.module for e in first.events),
+            ops=tuple(e.op for e in first.events),
+            fixed=n1 - slope * first.batch_size,
+            per_sample=slope,
+            step_start=first.step_start,
+            step_ops=first.step_ops,
+            off_device_storages=first.off_device_storages,
+            anchors=(first.batch_size, second.batch_size),
+        )
+
+    @classmethod
+    def constant(cls, trace: Trace) -> AffineTrace:
+        """One trace taken as is (per-sample 0): for a size the affine model does not cover."""
+        return cls(
+            kinds=tuple(e.kind for e in trace.events),
+            storage_ids=tuple(e.storage_id for e in trace.events),
+            categories=tuple(e.category for e in trace.events),
+            modules=tuple(e.module for e in trace.events),
+            ops=tuple(e.op for e in trace.events),
+            fixed=np.array([e.nbytes for e in trace.events], dtype=float),
+            per_sample=np.zeros(len(trace.events)),
+            step_start=trace.step_start,
+            step_ops=trace.step_ops,
+            off_device_storages=trace.off_device_storages,
+            anchors=(trace.batch_size,),
+        )
+
+    def sizes(self, batch_size: int) -> np.ndarray:
+        return np.rint(self.fixed + self.per_sample * batch_size).astype(np.int64)
+
+    def fit_error(self, check: Trace) -> float:
+        """Largest relative difference between predicted and traced event sizes at
+        ``check.batch_size``; inf when the structure differs."""
+        if tuple(zip(self.kinds, self.storage_ids, (o or "" for o in self.ops),
+                     strict=True)) != check.structure:
+            return float("inf")
+        predicted = self.sizes(check.batch_size)
+        traced = np.array([e.nbytes for e in check.events], dtype=np.int64)
+        diff = np.abs(predicted - traced)
+        if not diff.any():
+            return 0.0
+        return float(np.max(diff / np.maximum(traced, 1)))
+
+    def events(self, batch_size: int, *, drop_off_device: bool = False) -> list[MemEvent]:
+        sizes = self.sizes(batch_size)
+        return [MemEvent(k, s, int(n), c, m, o)
+                for k, s, n, c, m, o in zip(self.kinds, self.storage_ids, sizes, self.categories,
+                                            self.modules, self.ops, strict=True)
+                if not (drop_off_device and s in self.off_device_storages)]
+
+    def step_start_index(self, *, drop_off_device: bool = False) -> int:
+        if not drop_off_device:
+            return self.step_start
+        return sum(1 for s in self.storage_ids[:self.step_start]
+                   if s not in self.off_device_storages)
+
+    def cpu_peak_bytes(self, batch_size: int) -> int:
+        """Resident at step start + highest running sum in the step (exact CPU semantics)."""
+        sizes = self.sizes(batch_size)
+        signed = np.where(np.array(self.kinds) == "alloc", sizes, -sizes)
+        resident = int(signed[:self.step_start].sum())
+        step = np.cumsum(signed[self.step_start:])
+        return resident + max(0, int(step.max()) if step.size else 0)
+
+    def with_corrections(self, corrections: Mapping[tuple[str, int], OpCorrection]
+                         ) -> tuple[AffineTrace, int]:
+        """A copy with calibration's per-call corrections applied; also returns how many
+        operator calls were corrected."""
+        if not corrections:
+            return self, 0
+        fixed = self.fixed.copy()
+        per_sample = self.per_sample.copy()
+        inserts: dict[int, list[tuple[Affine, str | None, str]]] = {}
+        applied = 0
+        position = {sid: i for i, (k, sid) in enumerate(zip(self.kinds, self.storage_ids,
+                                                            strict=True)) if k == "alloc"}
+        frees = {sid: i for i, (k, sid) in enumerate(zip(self.kinds, self.storage_ids,
+                                                         strict=True)) if k == "free"}
+        for call in self.step_ops:
+            fix = corrections.get(call.key)
+            if fix is None:
+                continue
+            applied += 1
+            first = call.event_index - len(call.output_bytes)
+            if len(fix.output_bytes) == len(call.output_bytes):
+                for k, size in enumerate(fix.output_bytes):
+                    if size is None:
+                        continue
+                    sid = self.storage_ids[first + k]
+                    for i in (position.get(sid), frees.get(sid)):
+                        if i is not None:
+                            fixed[i], per_sample[i] = size.fixed_bytes, size.per_sample_bytes
+            if fix.workspace is not None:
+                inserts.setdefault(call.event_index, []).append(
+                    (fix.workspace, call.module, call.op))
+        if not inserts and applied == 0:
+            return self, 0
+        return self._with_inserts(fixed, per_sample, inserts), applied
+
+    def _with_inserts(self, fixed: np.ndarray, per_sample: np.ndarray,
+                      inserts: Mapping[int, list[tuple[Affine, str | None, str]]]) -> AffineTrace:
+        kinds, sids, cats, mods, ops = [], [], [], [], []
+        fx: list[float] = []
+        ps: list[float] = []
+        next_sid = max(self.storage_ids, default=-1) + 1
+        step_start = self.step_start
+        n = len(self.kinds)
+        for i in range(n + 1):
+            for size, module, op in inserts.get(i, ()):
+                for kind in ("alloc", "free"):
+                    kinds.append(kind)
+                    sids.append(next_sid)
+                    cats.append(WORKSPACE)
+                    mods.append(module)
+                    ops.append(op)
+                    fx.append(size.fixed_bytes)
+                    ps.append(size.per_sample_bytes)
+                next_sid += 1
+                if i < self.step_start:
+                    step_start += 2
+            if i < n:
+                kinds.append(self.kinds[i])
+                sids.append(self.storage_ids[i])
+                cats.append(self.categories[i])
+                mods.append(self.modules[i])
+                ops.append(self.ops[i])
+                fx.append(fixed[i])
+                ps.append(per_sample[i])
+        return AffineTrace(tuple(kinds), tuple(sids), tuple(cats), tuple(mods), tuple(ops),
+                           np.array(fx), np.array(ps), step_start, self.step_ops,
+                           self.off_device_storages, self.anchors)
+
+
+def largest_fitting(peak_of: Callable[[int], int], capacity_bytes: int, *, upper_limit: int = 1 << 24
+                    ) -> int | None:
+    """Largest b >= 1 with ``peak_of(b) <= capacity_bytes`` (peak nondecreasing in b), by
+    doubling then bisection; None when batch 1 does not fit."""
+    if peak_of(1) > capacity_bytes:
+        return None
+    low, high = 1, 2
+    while high <= upper_limit and peak_of(high) <= capacity_bytes:
+        low, high = high, high * 2
+    if high > upper_limit:
+        return low
+    while high - low > 1:
+        mid = (low + high) // 2
+        if peak_of(mid) <= capacity_bytes:
+            low = mid
+        else:
+            high = mid
+    return low
