@@ -1,0 +1,218 @@
+"""Calibration: learn from a few cheap real steps the bytes no meta trace can see.
+
+Some kernels allocate memory that never reaches the dispatcher: oneDNN convolutions and RNNs on
+the CPU reorder weights and activations into blocked layouts and keep scratchpads; the LSTM's
+oneDNN workspace is an output whose meta size is 0. On the CPU, calibration runs the real step
+at one or two small batch sizes with two instruments at once:
+
+- the trace's ``StorageRecorder`` on the real tensors, marking each operator call with a
+  ``torch.profiler.record_function`` range, and
+- ``torch.profiler`` with ``profile_memory=True`` -- the same allocator events the CPU backend
+  measures with, so the measured peak here is ``measure()``'s ``peak_allocated_bytes``.
+
+Inside each operator's range the allocator's running sum peaks at ``outputs + hidden``; the
+recorder knows the outputs. Per operator call (paired with the meta trace's by operator name
+and occurrence) calibration keeps (a) the real output sizes where they differ from meta's and
+(b) the hidden transient ("workspace"), each as a line in b through the calibration sizes
+(model.OpCorrection). What is still unexplained -- allocations outside any operator (Python
+scalars wrapped as tensors, the autograd engine), persistent kernel caches -- is the residual:
+measured minus corrected prediction at the calibration sizes, fitted as fixed + per-sample
+bytes and added to the predicted peak.
+
+On CUDA (``calibrate_with_measurements``) only the residual is fitted, from ``measure()`` on
+the device: it absorbs cuDNN workspaces and kernel-internal buffers of the CUDA kernels.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import torch
+
+from ..backends.base import unique_storage_bytes
+from ..backends.cpu import _quiet_stderr, allocator_peak_from_profile
+from ..workload import Workload
+from .model import Affine, AffineTrace, OpCorrection
+from .trace import Trace, trace_step
+
+# Kernel-internal transients below this are Python scalars wrapped as 0-d tensors (8-16 bytes
+# per op call): far too small to move a peak, too many to insert everywhere.
+MIN_WORKSPACE_BYTES = 1024
+_MARK = "batchprof#"
+
+
+@dataclass(frozen=True)
+class CalibrationPoint:
+    """One calibration size: what was measured and what each stage of the model predicted.
+
+    ``traced_peak_bytes``: the meta trace alone; ``corrected_peak_bytes``: with the per-operator
+    corrections learned over all calibration sizes; the calibrated prediction adds the residual
+    (``Calibration.residual``) to the corrected one.
+    """
+
+    batch_size: int
+    measured_peak_bytes: int
+    traced_peak_bytes: int
+    corrected_peak_bytes: int
+
+    def to_dict(self) -> dict[str, int]:
+        return {"batch_size": self.batch_size, "measured_peak_bytes": self.measured_peak_bytes,
+                "traced_peak_bytes": self.traced_peak_bytes,
+                "corrected_peak_bytes": self.corrected_peak_bytes}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Corrections learned on ``device`` at ``batch_sizes`` (see module docstring)."""
+
+    device: str
+    batch_sizes: tuple[int, ...]
+    residual: Affine
+    points: tuple[CalibrationPoint, ...]
+    op_corrections: Mapping[tuple[str, int], OpCorrection] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "op_corrections", MappingProxyType(dict(self.op_corrections)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "batch_sizes": list(self.batch_sizes),
+            "residual_fixed_bytes": round(self.residual.fixed_bytes),
+            "residual_per_sample_bytes": self.residual.per_sample_bytes,
+            "corrected_operator_calls": len(self.op_corrections),
+            "points": [p.to_dict() for p in self.points],
+        }
+
+
+@dataclass(frozen=True)
+class _RealStep:
+    trace: Trace
+    measured_peak_bytes: int
+    window_bytes: Mapping[int, tuple[int, int]]  # op index -> (peak, net) inside its range
+
+
+def _op_windows(prof: torch.profiler.profile) -> dict[int, tuple[int, int]]:
+    """Allocator (peak, net) bytes inside each operator call's record_function range."""
+    cpu = torch.autograd.DeviceType.CPU
+    events = list(prof.profiler.kineto_results.events())
+    marks = sorted((e.start_ns(), e.start_ns() + e.duration_ns(), int(e.name()[len(_MARK):]))
+                   for e in events if e.name().startswith(_MARK))
+    starts = [m[0] for m in marks]
+    deltas: dict[int, list[int]] = {}
+    for e in sorted((e for e in events if e.name() == "[memory]" and e.device_type() == cpu),
+                    key=lambda e: e.start_ns()):
+        j = bisect.bisect_right(starts, e.start_ns()) - 1
+        if j >= 0 and e.start_ns() <= marks[j][1]:
+            deltas.setdefault(marks[j][2], []).append(e.nbytes())
+    windows = {}
+    for index, values in deltas.items():
+        running = peak = 0
+        for v in values:
+            running += v
+            peak = max(peak, running)
+        windows[index] = (peak, running)
+    return windows
+
+
+def record_cpu_step(workload: Workload, batch_size: int, *, seed: int = 0) -> _RealStep:
+    """Run the real step on the CPU under the recorder and the profiler (module docstring)."""
+    holder: dict[str, Any] = {}
+
+    @contextlib.contextmanager
+    def window(resident: list[torch.Tensor]) -> Iterator[None]:
+        holder["resident"] = unique_storage_bytes(resident)
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        with _quiet_stderr(), torch.profiler.profile(activities=activities,
+                                                     profile_memory=True) as prof:
+            yield
+        holder["prof"] = prof
+
+    torch.manual_seed(seed)
+    trace = trace_step(workload, batch_size, "cpu", device="cpu", profile_markers=True,
+                       step_window=window)
+    prof = holder["prof"]
+    return _RealStep(trace, holder["resident"] + allocator_peak_from_profile(prof),
+                     _op_windows(prof))
+
+
+def _observations(real: _RealStep) -> dict[tuple[str, int], tuple[tuple[int, ...], int]]:
+    """(op, occurrence) -> (real output sizes, hidden transient bytes) for each call."""
+    found = {}
+    for index, call in enumerate(real.trace.step_ops):
+        peak, _net = real.window_bytes.get(index, (0, 0))
+        found[call.key] = (call.output_bytes, max(0, peak - sum(call.output_bytes)))
+    return found
+
+
+def learn_op_corrections(meta: Mapping[int, Trace], real: Mapping[int, _RealStep]
+                         ) -> dict[tuple[str, int], OpCorrection]:
+    """Per operator call: real output sizes that differ from meta's, and workspaces."""
+    sizes = sorted(real)
+    observed = {b: _observations(real[b]) for b in sizes}
+    meta_outputs = {b: {c.key: c.output_bytes for c in meta[b].step_ops} for b in sizes}
+    corrections = {}
+    for key in observed[sizes[0]]:
+        if not all(key in observed[b] and key in meta_outputs[b] for b in sizes):
+            continue
+        outs = [observed[b][key][0] for b in sizes]
+        metas = [meta_outputs[b][key] for b in sizes]
+        if any(len(o) != len(m) or len(o) != len(outs[0]) for o, m in zip(outs, metas,
+                                                                             strict=True)):
+            continue
+        output_fix: list[Affine | None] = []
+        for k in range(len(outs[0])):
+            if all(o[k] == m[k] for o, m in zip(outs, metas, strict=True)):
+                output_fix.append(None)
+            else:
+                output_fix.append(Affine.through([(b, o[k]) for b, o in zip(sizes, outs,
+                                                                            strict=True)]))
+        workspaces = [observed[b][key][1] for b in sizes]
+        workspace = (Affine.through(list(zip(sizes, workspaces, strict=True)))
+                     if max(workspaces) >= MIN_WORKSPACE_BYTES else None)
+        if workspace is not None or any(f is not None for f in output_fix):
+            corrections[key] = OpCorrection(key[0], key[1], tuple(output_fix), workspace)
+    return corrections
+
+
+def calibrate_cpu(workload: Workload, batch_sizes: Sequence[int],
+                  meta_trace: Callable[[int], Trace]) -> Calibration:
+    """CPU calibration at ``batch_sizes`` (one or two small sizes; see module docstring)."""
+    sizes = tuple(sorted(set(batch_sizes)))
+    real = {b: record_cpu_step(workload, b) for b in sizes}
+    meta = {b: meta_trace(b) for b in sizes}
+    corrections = learn_op_corrections(meta, real)
+    points = []
+    for b in sizes:
+        traced = AffineTrace.constant(meta[b])
+        corrected, _ = traced.with_corrections(corrections)
+        points.append(CalibrationPoint(b, real[b].measured_peak_bytes, traced.cpu_peak_bytes(b),
+                                       corrected.cpu_peak_bytes(b)))
+    residual = Affine.through([(p.batch_size, p.measured_peak_bytes - p.corrected_peak_bytes)
+                               for p in points])
+    return Calibration("cpu", sizes, residual, tuple(points), corrections)
+
+
+def calibrate_with_measurements(
+    workload: Workload, batch_sizes: Sequence[int], device: str,
+    predicted_peak: Callable[[int], int],
+) -> Calibration:
+    """Residual-only calibration from ``measure()`` on ``device`` (e.g. "cuda")."""
+    from ..probe import TimingPolicy, measure
+
+    points = []
+    for b in sorted(set(batch_sizes)):
+        m = measure(workload, b, device=device,
+                    timing=TimingPolicy(timed_steps=1, max_timed_steps=1, budget_s=0.0))
+        if not m.feasible or m.peak_allocated_bytes is None:
+            continue
+        predicted = predicted_peak(b)
+        points.append(CalibrationPoint(b, m.peak_allocated_bytes, predicted, predicted))
+    residual = Affine.through([(p.batch_size, p.measured_peak_bytes - p.corrected_peak_bytes)
+                               for p in points])
+    return Calibration(device, tuple(p.batch_size for p in points), residual, tuple(points))
