@@ -16,9 +16,10 @@ import statistics
 import time
 from collections.abc import Callable
 
-import batchprof
 import pytest
 import torch
+
+import batchprof
 from batchprof.probe import TimingPolicy
 
 BATCH_SIZE = 8

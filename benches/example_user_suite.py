@@ -23,14 +23,15 @@ import importlib.util
 import os
 from collections.abc import Callable
 
-import batchprof
 import pytest
 import torch
+from torch import nn
+from torch.nn import functional as F
+
+import batchprof
 from batchprof.backends import resolve_device
 from batchprof.probe import TimingPolicy
 from batchprof.pytest_plugin import record_extra_info
-from torch import nn
-from torch.nn import functional as F
 
 IN_FEATURES, HIDDEN, CLASSES = 64, 256, 10
 BATCH_SIZE = 32

@@ -29,7 +29,7 @@ from .workload import Workload, load_workload
 # The CPU has no memory ceiling of its own: without a budget the search would grow until the
 # machine itself ran out. 512 MiB puts the default workload (transformer) at a max batch near
 # 200, found in well under a minute on 2 cores (measured; see benches/bench_probes.py).
-DEFAULT_CPU_MEMORY_LIMIT = "512MiB"
+DEFAULT_CPU_MEMORY_LIMIT = "128MiB"
 
 
 def check_options(min_batch: int, max_batch: int | None, multiple_of: int,
@@ -136,10 +136,12 @@ def _nothing_fits(run: _Run, min_batch: int, notes: list[str]) -> BudgetError:
                        f"Raise --memory-limit above {format_bytes(needed or capacity)}{lower}")
 
 
-def _recommend(max_batch: int | None, knee: KneeResult | None,
-               probes: list[Measurement]) -> tuple[int | None, str]:
+def _recommend(max_batch: int | None, knee: KneeResult | None, probes: list[Measurement],
+               knee_requested: bool = True) -> tuple[int | None, str]:
     if max_batch is None:
         return None, "no batch size was found to fit, so there is nothing to recommend"
+    if not knee_requested:
+        return max_batch, f"the largest batch that fits ({max_batch}); the knee was not requested"
     if knee is None or knee.knee_batch is None:
         return max_batch, (f"the largest batch that fits ({max_batch}); no throughput figures "
                            "to find a knee with")
@@ -195,6 +197,7 @@ def profile(
     alpha: float = 0.9,
     hint: int | None = None,
     use_prediction: bool = True,
+    knee: bool = True,
     timing: TimingPolicy | None = None,
     backend: Backend | None = None,
     on_probe: Callable[[Measurement], None] | None = None,
@@ -202,8 +205,9 @@ def profile(
 ) -> ProfileResult:
     """Find the largest batch that fits and the throughput knee for ``workload``.
 
-    ``memory_limit`` (bytes or "512MiB") is the budget; on the CPU without one (and without
-    ``max_batch``/``dataset_size``) the default DEFAULT_CPU_MEMORY_LIMIT applies, with a note.
+    ``memory_limit`` (bytes or "512MiB") is the budget; on the CPU without one the default
+    DEFAULT_CPU_MEMORY_LIMIT applies, with a note. ``knee=False`` stops after the max search
+    (no throughput ladder, no knee: the quick answer to "what fits?").
     ``hint`` (or, when absent and ``use_prediction``, the prediction) seeds the search.
     ``on_probe(m)`` sees each Measurement as it completes. ``backend`` replaces the one built
     from ``device``/``memory_limit`` (tests pass a FakeBackend).
@@ -221,7 +225,7 @@ def profile(
     if backend is None:
         dev = resolve_device(device)
         limit = parse_bytes(memory_limit) if memory_limit is not None else None
-        if limit is None and dev == "cpu" and max_batch is None and dataset_size is None:
+        if limit is None and dev == "cpu":
             limit = parse_bytes(DEFAULT_CPU_MEMORY_LIMIT)
             notes.append(f"no memory limit given on the CPU: using the default budget "
                          f"{DEFAULT_CPU_MEMORY_LIMIT}")
@@ -236,13 +240,13 @@ def profile(
     options: dict[str, Any] = {
         "min_batch": min_batch, "max_batch": max_batch, "multiple_of": multiple_of,
         "dataset_size": dataset_size, "alpha": alpha, "hint": hint, "hint_source": None,
-        "use_prediction": use_prediction, "timing": vars(timing or TimingPolicy()),
+        "use_prediction": use_prediction, "knee": knee, "timing": vars(timing or TimingPolicy()),
     }
     if hint is not None:
         options["hint_source"] = "user"
     run = _Run(wl, backend, timing, sampler, on_probe)
     max_search: MaxBatchResult | None = None
-    knee: KneeResult | None = None
+    knee_result: KneeResult | None = None
     interrupted, failure = False, None
     try:
         if hint is None and use_prediction:
@@ -256,12 +260,13 @@ def profile(
                                     dataset_size=dataset_size)
         if max_search.max_batch is None:
             raise _nothing_fits(run, min_batch, notes)
-        seen = {m.batch_size for m in run.probes}
-        for b in throughput_ladder(min_batch, max_search.max_batch, multiple_of):
-            if b not in seen:  # reuse what the search measured; never re-run a known failure
-                run.measure(b)
-        knee = find_knee(run.feasible_outcomes(), alpha=alpha, refine=run.outcome,
-                         multiple_of=multiple_of)
+        if knee:
+            seen = {m.batch_size for m in run.probes}
+            for b in throughput_ladder(min_batch, max_search.max_batch, multiple_of):
+                if b not in seen:  # reuse what the search measured; never re-run a failure
+                    run.measure(b)
+            knee_result = find_knee(run.feasible_outcomes(), alpha=alpha, refine=run.outcome,
+                                    multiple_of=multiple_of)
     except KeyboardInterrupt:
         interrupted = True
         gc.collect()  # the interrupted step's tensors: measure() never reached its cleanup
@@ -272,22 +277,24 @@ def profile(
             if fit:
                 notes.append(f"the search did not finish; the largest batch that fit so far was "
                              f"{max(fit)} (not confirmed)")
-        elif knee is None and run.feasible_outcomes():
-            knee = find_knee(run.feasible_outcomes(), alpha=alpha, multiple_of=multiple_of)
+        elif knee and knee_result is None and run.feasible_outcomes():
+            knee_result = find_knee(run.feasible_outcomes(), alpha=alpha,
+                                    multiple_of=multiple_of)
             notes.append("knee taken from the sizes timed before the interrupt")
     except BatchprofError as exc:
         failure = exc
         notes.append(f"stopped by an error: {exc}")
 
     max_found = max_search.max_batch if max_search is not None else None
-    recommended, reason = _recommend(max_found, knee, run.probes)
+    recommended, reason = _recommend(max_found, knee_result, run.probes, knee)
     result = ProfileResult(
         workload=wl.name, device=backend.name, memory_limit_bytes=backend.memory_limit_bytes,
         capacity_bytes=backend.capacity_bytes(), max_batch=max_found,
-        knee_batch=knee.knee_batch if knee else None, recommended_batch=recommended,
-        recommendation_reason=reason, probes=tuple(run.probes), knee=knee,
-        max_search=max_search,
-        notes=tuple(notes) + (max_search.notes if max_search else ()) + (knee.notes if knee else ()),
+        knee_batch=knee_result.knee_batch if knee_result else None,
+        recommended_batch=recommended, recommendation_reason=reason, probes=tuple(run.probes),
+        knee=knee_result, max_search=max_search,
+        notes=(tuple(notes) + (max_search.notes if max_search else ())
+               + (knee_result.notes if knee_result else ())),
         options=options, environment=_environment(backend), started_at=started_at,
         elapsed_s=time.perf_counter() - clock, interrupted=interrupted,
         error=None if failure is None else f"{type(failure).__name__}: {failure}",

@@ -22,6 +22,7 @@ step time the roofline predicts.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import sys
 import time
@@ -34,6 +35,7 @@ from typing import Any
 import torch
 
 from .errors import ConfigError, DeviceUnavailableError
+from .kernels import reference  # plain torch; importing it registers the ops, never Triton
 
 MIB = 1024**2
 
@@ -42,10 +44,12 @@ MIB = 1024**2
 # without native support runs at ~0.3 GFLOP/s: 1024^3 would take seconds).
 CPU_STREAM_BYTES = 64 * MIB
 CPU_MATMUL_MAX_N = 1024
-CPU_REPEATS = 7
-_CPU_MATMUL_TARGET_RUN_S = 0.15  # one timed matmul, at most about
-_CPU_MATMUL_BUDGET_S = 0.3  # all timed runs of one dtype, unless repeats is given
+CPU_REPEATS = 5
 _CPU_MATMUL_PROBE_N = 256
+_CPU_MATMUL_PROBE_TRIES = 5
+_CPU_MATMUL_GROW_LIMIT_S = 0.4  # the largest single matmul the size search will grow into
+_CPU_MATMUL_TARGET_RUN_S = 0.1  # enough tries at one size: it is slow, stop probing it
+_CPU_MATMUL_BUDGET_S = 0.3  # all timed runs of one dtype, unless repeats is given
 _CPU_MATMUL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 # CUDA: at least 1 GiB per array and 16x the L2 cache, bounded by free memory.
@@ -156,15 +160,16 @@ def _stream_bandwidth_gbps(n: int, raw: dict[str, tuple[float, ...]]) -> dict[st
             "triad": 3 * 4 * n / min(raw["triad"]) / 1e9}
 
 
+def _time_one(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def _time_cpu(fn: Callable[[], object], repeats: int,
               device: torch.device | None = None) -> tuple[float, ...]:
     fn()  # warm-up: first-touch page faults and the thread pool's spin-up are not the ceiling
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return tuple(times)
+    return tuple(_time_one(fn) for _ in range(repeats))
 
 
 def _cpu_last_level_cache_bytes() -> int | None:
@@ -191,31 +196,40 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
-def _cpu_matmul_n(dtype: torch.dtype, max_n: int) -> tuple[int, float]:
-    """The matmul side to time for ``dtype`` and the seconds one run of it took.
+def _cpu_matmul_times(dtype: torch.dtype, max_n: int,
+                      repeats: int | None) -> tuple[int, tuple[float, ...]]:
+    """Pick the matmul side for ``dtype`` and time it: (side, seconds of each timed run).
 
-    Doubles the side from _CPU_MATMUL_PROBE_N while one run stays under an eighth of the target
-    (the next doubling costs 8x), so a dtype the CPU is slow at gets a smaller matmul instead of
-    a multi-second one. The probes together cost about one run at the final size.
+    Doubles the side from _CPU_MATMUL_PROBE_N while 8x a run (the cost of the next doubling)
+    stays under _CPU_MATMUL_GROW_LIMIT_S, so a dtype the CPU is slow at (fp16 without native
+    support: ~1 GFLOP/s) gets a smaller matmul instead of a multi-second one. A few tries per
+    size, and one fast try is enough to grow: on a busy machine a short multi-threaded run often
+    waits for a descheduled thread, which says nothing about the CPU. The tries at the final
+    side count as timed runs; ``repeats`` (None: fill _CPU_MATMUL_BUDGET_S, 3 to CPU_REPEATS
+    runs) is the total.
     """
     side = min(_CPU_MATMUL_PROBE_N, max_n)
     while True:
         x = torch.randn(side, side).to(dtype)
-        torch.matmul(x, x)
-        best = math.inf
-        for _ in range(2):  # best of two: one descheduled thread should not stop the growth
-            start = time.perf_counter()
-            torch.matmul(x, x)
-            best = min(best, time.perf_counter() - start)
-        if side * 2 > max_n or best * 8 > _CPU_MATMUL_TARGET_RUN_S:
-            return side, best
+        run = functools.partial(reference.matmul_reference, x, x,
+                                out=torch.empty(side, side, dtype=dtype))
+        run()  # the first call at a shape pays for packing and thread start-up
+        times: list[float] = []
+        for _ in range(_CPU_MATMUL_PROBE_TRIES):
+            times.append(_time_one(run))
+            if min(times) * 8 <= _CPU_MATMUL_GROW_LIMIT_S or sum(times) > _CPU_MATMUL_TARGET_RUN_S:
+                break
+        if side * 2 > max_n or min(times) * 8 > _CPU_MATMUL_GROW_LIMIT_S:
+            break
         side *= 2
+    total = repeats or min(CPU_REPEATS, max(3, round(_CPU_MATMUL_BUDGET_S / min(times))))
+    while len(times) < total:
+        times.append(_time_one(run))
+    return side, tuple(times[:total])
 
 
 def _cpu_ceilings(stream_bytes: int | None, matmul_n: int | None, repeats: int,
                   dtypes: tuple[torch.dtype, ...] | None, *, user_repeats: bool) -> Ceilings:
-    from batchprof.kernels import reference
-
     if stream_bytes is None:
         stream_bytes = max(CPU_STREAM_BYTES, 4 * (_cpu_last_level_cache_bytes() or 0))
     n = max(1, stream_bytes // 4)
@@ -228,12 +242,8 @@ def _cpu_ceilings(stream_bytes: int | None, matmul_n: int | None, repeats: int,
     flops: dict[str, float] = {}
     for dtype in dtypes or _CPU_MATMUL_DTYPES:
         key = dtype_key(dtype)
-        side, run_s = _cpu_matmul_n(dtype, matmul_n or CPU_MATMUL_MAX_N)
-        runs = repeats if user_repeats else min(repeats, max(3, round(_CPU_MATMUL_BUDGET_S / run_s)))
-        x, y = torch.randn(side, side).to(dtype), torch.randn(side, side).to(dtype)
-        out = torch.empty(side, side, dtype=dtype)
-        raw[f"matmul_{key}"] = _time_cpu(lambda x=x, y=y, out=out:
-                                         reference.matmul_reference(x, y, out=out), runs)
+        side, raw[f"matmul_{key}"] = _cpu_matmul_times(dtype, matmul_n or CPU_MATMUL_MAX_N,
+                                                       repeats if user_repeats else None)
         flops[key] = 2 * side**3 / min(raw[f"matmul_{key}"])
         sizes[f"matmul_n_{key}"] = side
     return Ceilings(device="cpu", device_name=_cpu_name(), method="torch-reference",

@@ -212,6 +212,14 @@ def _figure():
     return fig, fig.subplots()
 
 
+def _legend_or_placeholder(ax, empty_text: str) -> None:
+    """A legend, or, when nothing was drawn, a message instead of a blank, unlabeled plot."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="best", fontsize="small")
+    else:
+        ax.text(0.5, 0.5, empty_text, transform=ax.transAxes, ha="center", va="center")
+
+
 def plot_peak_memory(result: ProfileResult, path: str | os.PathLike) -> Path:
     """Peak memory vs batch size: fits (dots), fails (x), the budget line, the max marked."""
     fig, ax = _figure()
@@ -233,17 +241,23 @@ def plot_peak_memory(result: ProfileResult, path: str | os.PathLike) -> Path:
     if result.max_batch is not None:
         ax.axvline(result.max_batch, color="tab:green", ls=":", lw=1.5,
                    label=f"max feasible batch {result.max_batch}")
+        top = next((p for p in fit if p.batch_size == result.max_batch), None)
+        if top is not None:
+            ax.plot([top.batch_size], [top.peak_allocated_bytes / MiB], "*", color="tab:green",
+                    markersize=14)
     ax.set_xlabel("batch size")
     ax.set_ylabel("peak memory (MiB)")
     ax.set_title(f"{result.workload} on {result.device}: peak memory per training step")
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize="small")
+    _legend_or_placeholder(ax, "no probe finished")
     fig.savefig(path)
     return Path(path)
 
 
 def plot_throughput(result: ProfileResult, path: str | os.PathLike) -> Path:
     """Throughput vs batch size (log2 x): medians with IQR bars, the fit, the knee marked."""
+    from matplotlib.ticker import ScalarFormatter
+
     fig, ax = _figure()
     timed = [p for p in result.points() if p.samples_per_s is not None]
     for p in timed:
@@ -270,11 +284,12 @@ def plot_throughput(result: ProfileResult, path: str | os.PathLike) -> Path:
         ax.axvline(result.max_batch, color="tab:green", ls=":", lw=1.5,
                    label=f"max feasible {result.max_batch}")
     ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(ScalarFormatter())  # 1 2 4 8 ..., not 2^0 2^1 2^2
     ax.set_xlabel("batch size")
     ax.set_ylabel("samples / s")
     ax.set_title(f"{result.workload} on {result.device}: training throughput")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="best", fontsize="small")
+    _legend_or_placeholder(ax, "no batch size fit, so none was timed")
     fig.savefig(path)
     return Path(path)
 

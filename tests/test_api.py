@@ -248,7 +248,7 @@ def test_max_batch_equals_exhaustive_truth(name):
         fits.append(b)
     truth = len(fits)
     assert 1 <= truth < 16, f"budget for {name} should leave a small max, got {truth}"
-    r = profile(workload, backend=backend, timing=ONE_STEP, use_prediction=False)
+    r = profile(workload, backend=backend, timing=ONE_STEP, use_prediction=False, knee=False)
     assert r.max_batch == truth, (name, truth, [(m.batch_size, m.feasible) for m in r.probes])
     assert r.max_search.first_infeasible == truth + 1  # memory, not a bound, stopped it
     assert any(m.batch_size == truth and m.feasible for m in r.probes)

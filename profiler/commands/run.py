@@ -48,6 +48,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="your guess of the max batch: the search starts around it")
     p.add_argument("--no-predict", action="store_true",
                    help="do not seed the search with the memory prediction")
+    p.add_argument("--steps", type=int, default=None, metavar="N",
+                   help="timed steps per probe (default 5; more, up to 10, where the spread "
+                        "is large)")
     p.add_argument("--out", default="reports", metavar="DIR",
                    help="where report directories go (default: reports)")
     add_json_argument(p)
@@ -64,7 +67,7 @@ class _Progress:
     def __call__(self, m: Any) -> None:
         self.log.append(m)
         self.count += 1
-        self.console.print(probe_line(self.count, m), highlight=False)
+        self.console.print(probe_line(self.count, m), highlight=False, soft_wrap=True)
         if self.status is not None:
             self.status.update(f"probe {self.count + 1}: measuring...")
 
@@ -92,6 +95,7 @@ def run(args: argparse.Namespace, console: Any) -> int:
     from ..api import DEFAULT_CPU_MEMORY_LIMIT, check_options, profile
     from ..backends import device_notice, resolve_device
     from ..errors import BatchprofError
+    from ..probe import TimingPolicy
     from ..report import PROBE_LOG, ProbeLog, make_report_dir, write_report
     from ..units import format_bytes, parse_bytes
     from ..workload import load_workload
@@ -100,13 +104,16 @@ def run(args: argparse.Namespace, console: Any) -> int:
     out = Console(stderr=True) if args.json else console
     check_options(args.min_batch, args.max_batch, args.multiple_of, args.dataset_size,
                   args.alpha, args.hint)
+    timing = None
+    if args.steps is not None:  # TimingPolicy rejects steps < 1 with a ConfigError
+        timing = TimingPolicy(timed_steps=args.steps, max_timed_steps=max(args.steps, 10))
     workload = load_workload(workload_ref(args))
     device = resolve_device(args.device)
     notice = device_notice(args.device, device)
     if notice:
         out.print(notice, highlight=False)
     limit = args.memory_limit
-    if limit is None and device == "cpu" and args.max_batch is None and args.dataset_size is None:
+    if limit is None and device == "cpu":
         limit = DEFAULT_CPU_MEMORY_LIMIT
         out.print(f"memory budget: {limit} (the CPU default; set --memory-limit to change)",
                   highlight=False)
@@ -115,14 +122,14 @@ def run(args: argparse.Namespace, console: Any) -> int:
 
     directory = make_report_dir(workload.name, args.out)
     out.print(f"profiling [bold]{workload.name}[/] on {device}; probes are logged to "
-              f"{directory / PROBE_LOG}", highlight=False)
+              f"{directory / PROBE_LOG}", highlight=False, soft_wrap=True)
     with ProbeLog(directory / PROBE_LOG) as log:
         progress = _Progress(out, log)
         try:
             kwargs = dict(memory_limit=limit, min_batch=args.min_batch, max_batch=args.max_batch,
                           multiple_of=args.multiple_of, dataset_size=args.dataset_size,
                           alpha=args.alpha, hint=args.hint, use_prediction=not args.no_predict,
-                          on_probe=progress)
+                          timing=timing, on_probe=progress)
             if out.is_terminal:
                 with out.status("probe 1: measuring...") as status:
                     progress.status = status
@@ -133,7 +140,8 @@ def run(args: argparse.Namespace, console: Any) -> int:
             partial = getattr(exc, "partial_result", None)
             if partial is not None:
                 files = write_report(partial, directory)
-                out.print(f"partial report written to {files.directory}", highlight=False)
+                out.print(f"partial report written to {files.directory}", highlight=False,
+                          soft_wrap=True)
             raise
     files = write_report(result, directory)
     if args.json:
@@ -146,9 +154,10 @@ def run(args: argparse.Namespace, console: Any) -> int:
         for note in result.notes:
             out.print(f"  [dim]note: {note}[/]", highlight=False)
     if result.interrupted:
-        out.print(f"interrupted: partial report written to {files.directory}", highlight=False)
+        out.print(f"interrupted: partial report written to {files.directory}",
+                  highlight=False, soft_wrap=True)
         return EXIT_INTERRUPTED
-    out.print(f"report written to {files.directory}", highlight=False)
+    out.print(f"report written to {files.directory}", highlight=False, soft_wrap=True)
     return 0
 
 

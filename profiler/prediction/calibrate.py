@@ -37,7 +37,7 @@ import torch
 from ..backends.base import unique_storage_bytes
 from ..backends.cpu import _quiet_stderr, allocator_peak_from_profile
 from ..workload import Workload
-from .model import Affine, AffineTrace, OpCorrection
+from .model import AffineTrace, Curve, OpCorrection
 from .trace import Trace, trace_step
 
 # Kernel-internal transients below this are Python scalars wrapped as 0-d tensors (8-16 bytes
@@ -72,7 +72,7 @@ class Calibration:
 
     device: str
     batch_sizes: tuple[int, ...]
-    residual: Affine
+    residual: Curve
     points: tuple[CalibrationPoint, ...]
     op_corrections: Mapping[tuple[str, int], OpCorrection] = field(default_factory=dict)
 
@@ -83,8 +83,7 @@ class Calibration:
         return {
             "device": self.device,
             "batch_sizes": list(self.batch_sizes),
-            "residual_fixed_bytes": round(self.residual.fixed_bytes),
-            "residual_per_sample_bytes": self.residual.per_sample_bytes,
+            "residual_bytes": [[b, round(y)] for b, y in self.residual.points],
             "corrected_operator_calls": len(self.op_corrections),
             "points": [p.to_dict() for p in self.points],
         }
@@ -162,18 +161,21 @@ def learn_op_corrections(meta: Mapping[int, Trace], real: Mapping[int, _RealStep
             continue
         outs = [observed[b][key][0] for b in sizes]
         metas = [meta_outputs[b][key] for b in sizes]
-        if any(len(o) != len(m) or len(o) != len(outs[0]) for o, m in zip(outs, metas,
-                                                                             strict=True)):
-            continue
-        output_fix: list[Affine | None] = []
-        for k in range(len(outs[0])):
-            if all(o[k] == m[k] for o, m in zip(outs, metas, strict=True)):
-                output_fix.append(None)
-            else:
-                output_fix.append(Affine.through([(b, o[k]) for b, o in zip(sizes, outs,
-                                                                            strict=True)]))
+        output_fix: list[Curve | None] = []
+        # Pair outputs only when real and meta return the same number of new storages (meta
+        # kernels sometimes return one storage twice, e.g. mkldnn_rnn_layer_backward's bias
+        # gradients); otherwise only the workspace is learned and the residual keeps the rest.
+        if all(len(o) == len(m) == len(outs[0]) for o, m in zip(outs, metas, strict=True)):
+            for k in range(len(outs[0])):
+                if all(o[k] == m[k] for o, m in zip(outs, metas, strict=True)):
+                    output_fix.append(None)
+                else:
+                    output_fix.append(Curve.through([(b, o[k]) for b, o in
+                                                     zip(sizes, outs, strict=True)],
+                                                    through_origin=True))
         workspaces = [observed[b][key][1] for b in sizes]
-        workspace = (Affine.through(list(zip(sizes, workspaces, strict=True)))
+        workspace = (Curve.through(list(zip(sizes, workspaces, strict=True)),
+                                   through_origin=True)
                      if max(workspaces) >= MIN_WORKSPACE_BYTES else None)
         if workspace is not None or any(f is not None for f in output_fix):
             corrections[key] = OpCorrection(key[0], key[1], tuple(output_fix), workspace)
@@ -190,11 +192,11 @@ def calibrate_cpu(workload: Workload, batch_sizes: Sequence[int],
     points = []
     for b in sizes:
         traced = AffineTrace.constant(meta[b])
-        corrected, _ = traced.with_corrections(corrections)
+        corrected, _ = traced.with_corrections(corrections, b)
         points.append(CalibrationPoint(b, real[b].measured_peak_bytes, traced.cpu_peak_bytes(b),
                                        corrected.cpu_peak_bytes(b)))
-    residual = Affine.through([(p.batch_size, p.measured_peak_bytes - p.corrected_peak_bytes)
-                               for p in points])
+    residual = Curve.through([(p.batch_size, p.measured_peak_bytes - p.corrected_peak_bytes)
+                              for p in points])
     return Calibration("cpu", sizes, residual, tuple(points), corrections)
 
 
@@ -213,6 +215,6 @@ def calibrate_with_measurements(
             continue
         predicted = predicted_peak(b)
         points.append(CalibrationPoint(b, m.peak_allocated_bytes, predicted, predicted))
-    residual = Affine.through([(p.batch_size, p.measured_peak_bytes - p.corrected_peak_bytes)
-                               for p in points])
+    residual = Curve.through([(p.batch_size, p.measured_peak_bytes - p.corrected_peak_bytes)
+                              for p in points])
     return Calibration(device, tuple(p.batch_size for p in points), residual, tuple(points))

@@ -36,18 +36,52 @@ class Affine:
     def at(self, batch_size: int) -> int:
         return int(round(self.fixed_bytes + self.per_sample_bytes * batch_size))
 
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Bytes as a function of b, piecewise linear through measured ``(b, bytes)`` points and
+    extended linearly beyond them (by the first segment below, the last one above).
+
+    Calibration quantities (a kernel's workspace, the residual) are affine in b in most places
+    but not everywhere: a kernel library can switch algorithm at b = 1 or at some size. Through
+    every calibration point exactly, the curve reproduces each calibration size and extrapolates
+    from the two largest. With one point it is a constant, or proportional to b
+    (``through_origin``: buffers shaped like activations).
+    """
+
+    points: tuple[tuple[int, float], ...]
+    through_origin: bool = False
+
     @classmethod
-    def through(cls, points: Sequence[tuple[int, float]]) -> Affine:
-        """The line through two (b, bytes) points; a constant through one; least squares for
-        more (a calibration at several sizes)."""
-        if not points:
-            return cls(0.0, 0.0)
-        if len(points) == 1:
-            return cls(float(points[0][1]), 0.0)
-        b = np.array([p[0] for p in points], dtype=float)
-        y = np.array([p[1] for p in points], dtype=float)
-        slope, intercept = np.polyfit(b, y, 1)
-        return cls(float(intercept), float(slope))
+    def through(cls, points: Sequence[tuple[int, float]], *, through_origin: bool = False
+                ) -> Curve:
+        return cls(tuple(sorted((int(b), float(y)) for b, y in points)), through_origin)
+
+    def segment(self, batch_size: int) -> Affine:
+        """The affine piece that applies at ``batch_size``."""
+        pts = self.points
+        if not pts:
+            return Affine(0.0, 0.0)
+        if len(pts) == 1:
+            b0, y0 = pts[0]
+            return Affine(0.0, y0 / b0) if self.through_origin else Affine(y0, 0.0)
+        i = 0
+        while i < len(pts) - 2 and pts[i + 1][0] <= batch_size:
+            i += 1
+        (b0, y0), (b1, y1) = pts[i], pts[i + 1]
+        slope = (y1 - y0) / (b1 - b0)
+        return Affine(y0 - slope * b0, slope)
+
+    def at(self, batch_size: int) -> int:
+        return self.segment(batch_size).at(batch_size)
+
+    def segment_index(self, batch_size: int) -> int:
+        """Which piece applies (sizes with equal index share one affine model)."""
+        i = 0
+        while i < len(self.points) - 2 and self.points[i + 1][0] <= batch_size:
+            i += 1
+        return i
 
 
 @dataclass(frozen=True)
@@ -61,8 +95,8 @@ class OpCorrection:
 
     op: str
     occurrence: int
-    output_bytes: tuple[Affine | None, ...] = ()
-    workspace: Affine | None = None
+    output_bytes: tuple[Curve | None, ...] = ()
+    workspace: Curve | None = None
 
 
 class StructureMismatch(ValueError):
@@ -80,6 +114,7 @@ class AffineTrace:
     ops: tuple[str | None, ...]
     fixed: np.ndarray
     per_sample: np.ndarray
+    warmup_start: int
     step_start: int
     step_ops: tuple[OpCall, ...]
     off_device_storages: frozenset[int]
@@ -89,7 +124,8 @@ class AffineTrace:
     def from_traces(cls, first: Trace, second: Trace) -> AffineTrace:
         if first.batch_size == second.batch_size:
             raise ValueError("the two traces must be at different batch sizes")
-        if first.structure != second.structure or first.step_start != second.step_start:
+        if (first.structure != second.structure or first.step_start != second.step_start
+                or first.warmup_start != second.warmup_start):
             raise StructureMismatch(
                 f"traces at batch {first.batch_size} and {second.batch_size} differ in "
                 "structure (different operators or storages), so sizes cannot be interpolated")
@@ -104,6 +140,7 @@ class AffineTrace:
             ops=tuple(e.op for e in first.events),
             fixed=n1 - slope * first.batch_size,
             per_sample=slope,
+            warmup_start=first.warmup_start,
             step_start=first.step_start,
             step_ops=first.step_ops,
             off_device_storages=first.off_device_storages,
@@ -121,6 +158,7 @@ class AffineTrace:
             ops=tuple(e.op for e in trace.events),
             fixed=np.array([e.nbytes for e in trace.events], dtype=float),
             per_sample=np.zeros(len(trace.events)),
+            warmup_start=trace.warmup_start,
             step_start=trace.step_start,
             step_ops=trace.step_ops,
             off_device_storages=trace.off_device_storages,
@@ -128,7 +166,8 @@ class AffineTrace:
         )
 
     def sizes(self, batch_size: int) -> np.ndarray:
-        return np.rint(self.fixed + self.per_sample * batch_size).astype(np.int64)
+        # A calibrated line extrapolated below its points can dip under zero: no allocation.
+        return np.maximum(np.rint(self.fixed + self.per_sample * batch_size), 0).astype(np.int64)
 
     def fit_error(self, check: Trace) -> float:
         """Largest relative difference between predicted and traced event sizes at
@@ -150,11 +189,11 @@ class AffineTrace:
                                             self.modules, self.ops, strict=True)
                 if not (drop_off_device and s in self.off_device_storages)]
 
-    def step_start_index(self, *, drop_off_device: bool = False) -> int:
+    def index(self, position: int, *, drop_off_device: bool = False) -> int:
+        """``position`` (e.g. ``step_start``) in the list ``events(...)`` returns."""
         if not drop_off_device:
-            return self.step_start
-        return sum(1 for s in self.storage_ids[:self.step_start]
-                   if s not in self.off_device_storages)
+            return position
+        return sum(1 for s in self.storage_ids[:position] if s not in self.off_device_storages)
 
     def cpu_peak_bytes(self, batch_size: int) -> int:
         """Resident at step start + highest running sum in the step (exact CPU semantics)."""
@@ -164,10 +203,10 @@ class AffineTrace:
         step = np.cumsum(signed[self.step_start:])
         return resident + max(0, int(step.max()) if step.size else 0)
 
-    def with_corrections(self, corrections: Mapping[tuple[str, int], OpCorrection]
-                         ) -> tuple[AffineTrace, int]:
-        """A copy with calibration's per-call corrections applied; also returns how many
-        operator calls were corrected."""
+    def with_corrections(self, corrections: Mapping[tuple[str, int], OpCorrection],
+                         batch_size: int) -> tuple[AffineTrace, int]:
+        """A copy with calibration's per-call corrections applied, exact on the calibration
+        segment that contains ``batch_size``; also returns how many calls were corrected."""
         if not corrections:
             return self, 0
         fixed = self.fixed.copy()
@@ -188,13 +227,14 @@ class AffineTrace:
                 for k, size in enumerate(fix.output_bytes):
                     if size is None:
                         continue
+                    line = size.segment(batch_size)
                     sid = self.storage_ids[first + k]
                     for i in (position.get(sid), frees.get(sid)):
                         if i is not None:
-                            fixed[i], per_sample[i] = size.fixed_bytes, size.per_sample_bytes
+                            fixed[i], per_sample[i] = line.fixed_bytes, line.per_sample_bytes
             if fix.workspace is not None:
                 inserts.setdefault(call.event_index, []).append(
-                    (fix.workspace, call.module, call.op))
+                    (fix.workspace.segment(batch_size), call.module, call.op))
         if not inserts and applied == 0:
             return self, 0
         return self._with_inserts(fixed, per_sample, inserts), applied
@@ -205,7 +245,7 @@ class AffineTrace:
         fx: list[float] = []
         ps: list[float] = []
         next_sid = max(self.storage_ids, default=-1) + 1
-        step_start = self.step_start
+        step_start, warmup_start = self.step_start, self.warmup_start
         n = len(self.kinds)
         for i in range(n + 1):
             for size, module, op in inserts.get(i, ()):
@@ -220,6 +260,8 @@ class AffineTrace:
                 next_sid += 1
                 if i < self.step_start:
                     step_start += 2
+                if i < self.warmup_start:
+                    warmup_start += 2
             if i < n:
                 kinds.append(self.kinds[i])
                 sids.append(self.storage_ids[i])
@@ -229,7 +271,7 @@ class AffineTrace:
                 fx.append(fixed[i])
                 ps.append(per_sample[i])
         return AffineTrace(tuple(kinds), tuple(sids), tuple(cats), tuple(mods), tuple(ops),
-                           np.array(fx), np.array(ps), step_start, self.step_ops,
+                           np.array(fx), np.array(ps), warmup_start, step_start, self.step_ops,
                            self.off_device_storages, self.anchors)
 
 

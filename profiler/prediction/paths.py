@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import _disable_current_modes
 
 SDPA_MATH, SDPA_FLASH, SDPA_EFFICIENT = 0, 1, 2
 _LSTM_MODE = 2  # ideep::rnn_kind::LSTM, the `mode` argument RNN.cpp passes to mkldnn_rnn_layer
@@ -69,17 +70,19 @@ def cpu_sdpa_backend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     """What the CPU's own chooser picks for these (meta) inputs, asked on tiny stand-ins."""
     if any(t.stride(-1) != 1 for t in (query, key, value)):
         return SDPA_MATH  # the flash gate needs unit last-dim stride
-    q, k, v = (_standin(t, (-2,)) for t in (query, key, value))
-    mask = None
-    if attn_mask is not None:
-        shape = list(attn_mask.shape)
-        if len(shape) == 4:
-            shape[0] = 1
-        for d in range(max(0, len(shape) - 2), len(shape)):
-            shape[d] = min(shape[d], 8)
-        mask = torch.zeros(shape, dtype=attn_mask.dtype)
-    return int(torch.ops.aten._fused_sdp_choice(q, k, v, mask, dropout_p, is_causal,
-                                                scale=scale, enable_gqa=enable_gqa))
+    # Outside any dispatch mode: the stand-ins are not part of the traced step.
+    with _disable_current_modes():
+        q, k, v = (_standin(t, (-2,)) for t in (query, key, value))
+        mask = None
+        if attn_mask is not None:
+            shape = list(attn_mask.shape)
+            if len(shape) == 4:
+                shape[0] = 1
+            for d in range(max(0, len(shape) - 2), len(shape)):
+                shape[d] = min(shape[d], 8)
+            mask = torch.zeros(shape, dtype=attn_mask.dtype)
+        return int(torch.ops.aten._fused_sdp_choice(q, k, v, mask, dropout_p, is_causal,
+                                                    scale=scale, enable_gqa=enable_gqa))
 
 
 def cuda_sdpa_backend(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -233,6 +236,23 @@ class PathCorrections(TorchFunctionMode):
                 or x.numel() == 0 or not x.is_floating_point():
             return NotImplemented
         return torch.native_dropout(x, p, True)[0]
+
+
+def _distinct_bias_grads(out: tuple) -> tuple:
+    """Meta's mkldnn_rnn_layer_backward returns one tensor as both bias gradients; oneDNN's
+    returns two storages (and autograd then accumulates each without a copy)."""
+    grads = list(out)
+    if grads[3] is grads[4]:
+        grads[4] = torch.empty_like(grads[3])
+    return tuple(grads)
+
+
+# Operator -> (correction name, fix of the meta kernel's outputs). Applied by the trace's
+# recorder to what a meta kernel returned, so the storages match the CPU kernel's.
+META_OUTPUT_FIXES: dict[Any, tuple[str, Callable[[Any], Any]]] = {
+    torch.ops.aten.mkldnn_rnn_layer_backward.default: ("lstm_cpu_mkldnn_backward",
+                                                        _distinct_bias_grads),
+}
 
 
 def apply_optimizer_defaults(optimizer: torch.optim.Optimizer, target: str) -> list[str]:

@@ -1,0 +1,17 @@
+"""Predict peak memory per batch size without running the step (DESIGN.md, "Prediction").
+
+``predict(workload, batch_sizes, target)`` -> one ``Prediction`` per size;
+``predict_max_batch(workload, capacity_bytes, target)`` -> the largest batch predicted to fit.
+Modules: trace (meta-device trace), paths (kernel-path corrections), model (batch-affine event
+list), calibrate (bytes no trace sees), allocators (CPU / CUDA caching allocator replay),
+predictor (the two functions above).
+"""
+
+from __future__ import annotations
+
+from .calibrate import Calibration, CalibrationPoint
+from .predictor import FitInfo, Prediction, Predictor, predict, predict_max_batch
+from .trace import Trace, trace_step
+
+__all__ = ["Calibration", "CalibrationPoint", "FitInfo", "Prediction", "Predictor", "Trace",
+           "predict", "predict_max_batch", "trace_step"]

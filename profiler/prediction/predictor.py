@@ -1,0 +1,417 @@
+"""``predict()`` and ``predict_max_batch()``: peak memory per batch size without running it.
+
+Pipeline (DESIGN.md, "Prediction"): meta-device traces at two anchor sizes give the batch-affine
+event list (model.AffineTrace), a third trace checks it; calibration (CPU: a few real steps at
+small sizes) adds what kernels allocate outside the dispatcher; the event list at each b is
+replayed through the target's allocator model (allocators.py). CUDA adds the cuBLAS workspaces
+to the replay and subtracts the context overhead from the GPU's capacity (gpus.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from ..errors import ConfigError
+from ..gpus import GpuSpec, get_gpu
+from ..probe import validate_batch_size
+from ..workload import Workload, load_workload
+from .allocators import CpuAllocatorModel, CudaCachingAllocatorModel, CudaOverheads, replay
+from .calibrate import Calibration, calibrate_cpu, calibrate_with_measurements
+from .events import ACTIVATION, WORKSPACE, MemEvent
+from .model import AffineTrace, Curve, StructureMismatch, largest_fitting
+from .trace import Trace, trace_step
+
+TARGETS = ("cpu", "cuda")
+DEFAULT_ANCHORS = (2, 4)  # b = 1 often differs in structure (a view where larger b copies)
+# Real steps calibration runs on the CPU. b = 1 is its own regime for oneDNN (other algorithms);
+# the two largest set the per-sample slope used beyond them.
+DEFAULT_CALIBRATION_SIZES = (1, 2, 4, 8)
+TOP_MODULES = 10
+UNATTRIBUTED = "unattributed"  # the calibration residual in by_category
+
+
+@dataclass(frozen=True)
+class FitInfo:
+    """How a prediction was obtained and how well the batch-affine model held.
+
+    ``method``: "affine" (event sizes interpolated from the anchor traces) or "traced" (this
+    size traced on its own: below the anchors, or the model failed its check). ``fit_error``:
+    largest relative difference between interpolated and traced event sizes at
+    ``check_batch_size`` (0.0: exact; None: not checked). The peak's line over the anchors,
+    ``peak ~= fixed + per_sample * b``, is reported for allocated and reserved bytes.
+    """
+
+    method: str
+    anchors: tuple[int, ...]
+    check_batch_size: int | None
+    fit_error: float | None
+    allocated_fixed_bytes: int
+    allocated_per_sample_bytes: float
+    reserved_fixed_bytes: int
+    reserved_per_sample_bytes: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "anchors": list(self.anchors),
+                "check_batch_size": self.check_batch_size, "fit_error": self.fit_error,
+                "allocated_fixed_bytes": self.allocated_fixed_bytes,
+                "allocated_per_sample_bytes": self.allocated_per_sample_bytes,
+                "reserved_fixed_bytes": self.reserved_fixed_bytes,
+                "reserved_per_sample_bytes": self.reserved_per_sample_bytes}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Predicted memory of one steady-state training step (meanings as in DESIGN.md).
+
+    ``traced_peak_bytes``: the trace alone; ``calibration_bytes``: what calibration added
+    (``peak_allocated_bytes - traced_peak_bytes``). ``by_category``: live bytes by category at
+    the allocated peak (allocator-counted, so rounded on CUDA; the calibration residual is
+    ``"unattributed"``). ``top_modules``: activation bytes by module, largest first.
+    ``capacity_bytes``: usable memory of ``gpu`` (total minus the context estimate), when a GPU
+    was named; ``fits`` compares the peak reserved bytes with it.
+    """
+
+    workload: str
+    batch_size: int
+    target: str
+    peak_allocated_bytes: int
+    peak_reserved_bytes: int
+    activation_bytes: int
+    resident_bytes: int
+    traced_peak_bytes: int
+    calibration_bytes: int
+    by_category: Mapping[str, int]
+    top_modules: tuple[tuple[str, int], ...]
+    fit: FitInfo
+    corrections: Mapping[str, int] = field(default_factory=dict)
+    gpu: str | None = None
+    capacity_bytes: int | None = None
+    calibration: Calibration | None = None
+    notes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("by_category", "corrections"):
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+
+    @property
+    def fits(self) -> bool | None:
+        if self.capacity_bytes is None:
+            return None
+        return self.peak_reserved_bytes <= self.capacity_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "workload": self.workload, "batch_size": self.batch_size, "target": self.target,
+            "peak_allocated_bytes": self.peak_allocated_bytes,
+            "peak_reserved_bytes": self.peak_reserved_bytes,
+            "activation_bytes": self.activation_bytes, "resident_bytes": self.resident_bytes,
+            "traced_peak_bytes": self.traced_peak_bytes,
+            "calibration_bytes": self.calibration_bytes,
+            "by_category": dict(self.by_category),
+            "top_modules": [[m, b] for m, b in self.top_modules],
+            "fit": self.fit.to_dict(), "corrections": dict(self.corrections),
+            "gpu": self.gpu, "capacity_bytes": self.capacity_bytes, "fits": self.fits,
+            "calibration": self.calibration.to_dict() if self.calibration else None,
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True)
+class _Peaks:
+    allocated: int
+    reserved: int
+    traced_allocated: int
+    by_category: Mapping[str, int]
+    resident: int
+    activation_delta: int  # calibration's change to bytes saved for backward
+
+
+def resolve_gpu(gpu: str | GpuSpec | None) -> GpuSpec | None:
+    if gpu is None or isinstance(gpu, GpuSpec):
+        return gpu
+    return get_gpu(gpu)
+
+
+class Predictor:
+    """One workload on one target: traces, the affine model, calibration, replays (cached)."""
+
+    def __init__(self, workload: Workload | str, target: str = "cpu", *,
+                 gpu: str | GpuSpec | None = None, calibrate: bool = True,
+                 device_for_calibration: str | None = None,
+                 calibration_sizes: Sequence[int] = DEFAULT_CALIBRATION_SIZES,
+                 anchors: Sequence[int] = DEFAULT_ANCHORS,
+                 check_sizes: Sequence[int] = (),
+                 overheads: CudaOverheads | None = None):
+        if target not in TARGETS:
+            raise ConfigError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+        self.workload = load_workload(workload)
+        self.target = target
+        self.gpu = resolve_gpu(gpu)
+        if self.gpu is not None and target != "cuda":
+            raise ConfigError(f"a GPU ({self.gpu.name}) only applies to target='cuda'")
+        self.overheads = overheads or (CudaOverheads.for_gpu(self.gpu) if self.gpu
+                                       else CudaOverheads())
+        self.anchors = tuple(sorted({validate_batch_size(b) for b in anchors}))
+        if len(self.anchors) != 2:
+            raise ConfigError(f"anchors must be two different batch sizes, got {anchors!r}")
+        cc = self.gpu.compute_capability if self.gpu else (8, 0)
+        self.trace = functools.lru_cache(maxsize=64)(
+            lambda b: trace_step(self.workload, b, target, compute_capability=cc))
+        self.notes: list[str] = []
+        self.affine: AffineTrace | None = None
+        self.check_batch_size: int | None = None
+        self.fit_error: float | None = None
+        self._corrected: dict[Any, AffineTrace] = {}
+        self._peaks: dict[tuple[int, bool], _Peaks] = {}
+        self.calibration: Calibration | None = None
+        # One check trace: at the largest size asked for, or at 2x the upper anchor.
+        beyond = [b for b in check_sizes if b > self.anchors[1]]
+        self._build_affine([max(beyond) if beyond else 2 * self.anchors[1]])
+        if calibrate:
+            self._calibrate(calibration_sizes, device_for_calibration)
+
+    def with_gpu(self, gpu: str | GpuSpec) -> Predictor:
+        """The same traces and model for another GPU of the same architecture (its own cuBLAS
+        workspace size and capacity); a fresh predictor when the architecture differs (the
+        attention kernel CUDA picks depends on it)."""
+        spec = resolve_gpu(gpu)
+        if self.target != "cuda" or self.gpu is None \
+                or spec.compute_capability != self.gpu.compute_capability:
+            raise ConfigError("with_gpu needs a cuda predictor built for a GPU of the same "
+                              "compute capability")
+        twin = copy.copy(self)
+        twin.gpu = spec
+        twin.overheads = CudaOverheads.for_gpu(spec)
+        twin._peaks = {}
+        return twin
+
+    # --- building -------------------------------------------------------------------------
+
+    def _build_affine(self, checks: Sequence[int]) -> None:
+        """Anchor traces -> AffineTrace, checked by tracing at ``checks`` (the largest is
+        reported). Used only if exact: otherwise every size gets its own trace."""
+        low, high = (self.trace(b) for b in self.anchors)
+        try:
+            affine = AffineTrace.from_traces(low, high)
+        except StructureMismatch:
+            self.notes.append(f"traces at {self.anchors[0]} and {self.anchors[1]} differ in "
+                              "structure; every size is traced on its own")
+            return
+        self.check_batch_size = max(checks)
+        self.fit_error = max(affine.fit_error(self.trace(b)) for b in checks)
+        if self.fit_error == 0.0:
+            self.affine = affine
+        else:
+            self.notes.append(f"batch-affine model off by up to {self.fit_error:.2%} at batch "
+                              f"{self.check_batch_size}; every size is traced on its own")
+
+    def _calibrate(self, sizes: Sequence[int], device: str | None) -> None:
+        sizes = tuple(sorted({validate_batch_size(b) for b in sizes}))
+        device = device or self.target
+        if device.split(":")[0] != self.target:
+            raise ConfigError(f"calibration must run on the target's device type "
+                              f"({self.target}), got {device!r}")
+        if self.target == "cpu":
+            self.calibration = calibrate_cpu(self.workload, sizes, self.trace)
+            return
+        import torch
+
+        if not torch.cuda.is_available():
+            self.notes.append("not calibrated: no CUDA device here, so cuDNN workspaces and "
+                              "kernel-internal CUDA buffers are not included")
+            return
+        self.calibration = calibrate_with_measurements(
+            self.workload, sizes, device, lambda b: self.peaks(b, calibrated=False).allocated)
+
+    # --- evaluating -----------------------------------------------------------------------
+
+    def model_for(self, batch_size: int, *, calibrated: bool = True) -> AffineTrace:
+        use_affine = self.affine is not None and batch_size >= self.anchors[0]
+        corrections = (self.calibration.op_corrections
+                       if calibrated and self.calibration else {})
+        segment = (Curve.through([(b, 0) for b in self.calibration.batch_sizes])
+                   .segment_index(batch_size) if corrections else None)
+        key = ("affine", segment) if use_affine else ("traced", batch_size, segment)
+        cached = self._corrected.get(key)
+        if cached is None:
+            base = self.affine if use_affine else AffineTrace.constant(self.trace(batch_size))
+            cached, _ = base.with_corrections(corrections, batch_size)
+            if len(self._corrected) < 256:
+                self._corrected[key] = cached
+        return cached
+
+    def residual(self, batch_size: int) -> int:
+        return self.calibration.residual.at(batch_size) if self.calibration else 0
+
+    def peaks(self, batch_size: int, *, calibrated: bool = True) -> _Peaks:
+        key = (batch_size, calibrated)
+        if key not in self._peaks:
+            self._peaks[key] = self._replay(batch_size, calibrated)
+        return self._peaks[key]
+
+    def _replay(self, batch_size: int, calibrated: bool) -> _Peaks:
+        model = self.model_for(batch_size, calibrated=calibrated)
+        residual = self.residual(batch_size) if calibrated else 0
+        if self.target == "cpu":
+            events = model.events(batch_size)
+            result = replay(events, CpuAllocatorModel(), reset_peak_at=model.step_start)
+            traced = self.model_for(batch_size, calibrated=False).cpu_peak_bytes(batch_size)
+        else:
+            events, reset = self._cuda_events(model, batch_size)
+            result = replay(events, CudaCachingAllocatorModel(), reset_peak_at=reset)
+            traced = result.peak_allocated_bytes
+            if model is not self.model_for(batch_size, calibrated=False):
+                uncal_events, uncal_reset = self._cuda_events(
+                    self.model_for(batch_size, calibrated=False), batch_size)
+                traced = replay(uncal_events, CudaCachingAllocatorModel(),
+                                reset_peak_at=uncal_reset).peak_allocated_bytes
+        by_category = dict(result.live_bytes_by_category_at_peak)
+        if residual:
+            by_category[UNATTRIBUTED] = residual
+        sizes = model.sizes(batch_size)
+        resident = int(sum(n if k == "alloc" else -n for k, n in
+                           zip(model.kinds[:model.step_start], sizes[:model.step_start],
+                               strict=True)))
+        return _Peaks(result.peak_allocated_bytes + residual,
+                      result.peak_reserved_bytes + residual, traced, by_category, resident,
+                      self._activation_delta(model, batch_size) if calibrated else 0)
+
+    def _activation_delta(self, model: AffineTrace, batch_size: int) -> int:
+        if model is self.model_for(batch_size, calibrated=False):
+            return 0
+        base = self.model_for(batch_size, calibrated=False)
+
+        def saved(m: AffineTrace) -> int:
+            sizes = m.sizes(batch_size)
+            return int(sum(n for k, c, n in zip(m.kinds[m.step_start:],
+                                                m.categories[m.step_start:],
+                                                sizes[m.step_start:], strict=True)
+                           if k == "alloc" and c == ACTIVATION))
+
+        return saved(model) - saved(base)
+
+    def _cuda_events(self, model: AffineTrace, batch_size: int) -> tuple[list[MemEvent], int]:
+        """Device events only, with the cuBLAS workspaces allocated as the warm-up begins
+        (the first matmul of a thread creates its workspace; it stays for the process)."""
+        events = model.events(batch_size, drop_off_device=True)
+        warmup = model.index(model.warmup_start, drop_off_device=True)
+        step = model.index(model.step_start, drop_off_device=True)
+        workspaces = [MemEvent("alloc", -1 - i, n, WORKSPACE, "(cuBLAS)", "cublas_workspace")
+                      for i, n in enumerate(self.overheads.workspace_allocations())]
+        return events[:warmup] + workspaces + events[warmup:], step + len(workspaces)
+
+    def capacity_peak(self, batch_size: int) -> int:
+        """What must fit in memory: allocated on the CPU, reserved on CUDA."""
+        if self.target == "cpu":
+            model = self.model_for(batch_size)
+            return model.cpu_peak_bytes(batch_size) + self.residual(batch_size)
+        return self.peaks(batch_size).reserved
+
+    def activations(self, batch_size: int) -> tuple[int, dict[str, int]]:
+        if self.affine is not None and batch_size >= self.anchors[0]:
+            low, high = (self.trace(b) for b in self.anchors)
+            modules = set(low.activation_bytes_by_module) | set(high.activation_bytes_by_module)
+
+            def line(a: int, b: int) -> int:
+                return Curve.through([(self.anchors[0], a), (self.anchors[1], b)]).at(batch_size)
+
+            by_module = {m: line(low.activation_bytes_by_module.get(m, 0),
+                                 high.activation_bytes_by_module.get(m, 0)) for m in modules}
+            return line(low.activation_bytes, high.activation_bytes), by_module
+        trace: Trace = self.trace(batch_size)
+        return trace.activation_bytes, dict(trace.activation_bytes_by_module)
+
+    def predict(self, batch_size: int) -> Prediction:
+        peaks = self.peaks(batch_size)
+        activation, by_module = self.activations(batch_size)
+        top = tuple(sorted(((m, b) for m, b in by_module.items() if b > 0),
+                           key=lambda mb: -mb[1])[:TOP_MODULES])
+        low, high = (self.peaks(b) for b in self.anchors)
+        span = self.anchors[1] - self.anchors[0]
+        alloc_slope = (high.allocated - low.allocated) / span
+        reserved_slope = (high.reserved - low.reserved) / span
+        method = "affine" if self.affine is not None and batch_size >= self.anchors[0] \
+            else "traced"
+        fit = FitInfo(method, self.anchors, self.check_batch_size, self.fit_error,
+                      round(low.allocated - alloc_slope * self.anchors[0]), alloc_slope,
+                      round(low.reserved - reserved_slope * self.anchors[0]), reserved_slope)
+        corrections = dict(self.trace(self.anchors[0]).corrections)
+        if self.calibration and self.calibration.op_corrections:
+            corrections["calibrated_operator_calls"] = len(self.calibration.op_corrections)
+        capacity = (self.overheads.usable_capacity_bytes(self.gpu.memory_bytes)
+                    if self.gpu else None)
+        return Prediction(
+            workload=self.workload.name, batch_size=batch_size, target=self.target,
+            peak_allocated_bytes=peaks.allocated, peak_reserved_bytes=peaks.reserved,
+            activation_bytes=activation + peaks.activation_delta, resident_bytes=peaks.resident,
+            traced_peak_bytes=peaks.traced_allocated,
+            calibration_bytes=peaks.allocated - peaks.traced_allocated,
+            by_category=peaks.by_category, top_modules=top, fit=fit, corrections=corrections,
+            gpu=self.gpu.name if self.gpu else None, capacity_bytes=capacity,
+            calibration=self.calibration, notes=tuple(self.notes))
+
+    def max_batch(self, capacity_bytes: int, *, upper_limit: int = 1 << 24) -> int | None:
+        """Largest b whose predicted peak (allocated on the CPU, reserved on CUDA) fits.
+
+        With the exact affine model each evaluation is arithmetic (CPU) or one replay (CUDA);
+        without it each is a direct trace of that size, so the answer is traced, not fitted."""
+        return largest_fitting(self.capacity_peak, capacity_bytes, upper_limit=upper_limit)
+
+
+def predict(
+    workload: Workload | str,
+    batch_sizes: Sequence[int],
+    target: str = "cpu",
+    *,
+    gpu: str | GpuSpec | None = None,
+    calibrate: bool = True,
+    device_for_calibration: str | None = None,
+    calibration_sizes: Sequence[int] = DEFAULT_CALIBRATION_SIZES,
+) -> list[Prediction]:
+    """Predict peak memory of one steady-state training step at each batch size.
+
+    ``target``: "cpu" (exact allocator bytes) or "cuda" (PyTorch's caching allocator, cuBLAS
+    workspaces; ``gpu`` names a GPU from batchprof.gpus for its workspace size, architecture
+    and usable capacity). ``calibrate``: run a few real steps at ``calibration_sizes`` on the
+    target's device type (``device_for_calibration``, default: the target) to learn what no
+    trace sees; skipped with a note on cuda when no CUDA device is present.
+
+    Raises ConfigError for bad sizes, target or GPU name, TraceError when the step cannot run
+    on the meta device (the message names the operator).
+    """
+    sizes = [validate_batch_size(b) for b in batch_sizes]
+    if not sizes:
+        raise ConfigError("batch_sizes is empty; give at least one batch size")
+    predictor = Predictor(workload, target, gpu=gpu, calibrate=calibrate,
+                          device_for_calibration=device_for_calibration,
+                          calibration_sizes=calibration_sizes, check_sizes=[max(sizes)])
+    return [predictor.predict(b) for b in sizes]
+
+
+def predict_max_batch(
+    workload: Workload | str,
+    capacity_bytes: int,
+    target: str = "cpu",
+    *,
+    gpu: str | GpuSpec | None = None,
+    calibrate: bool = True,
+    device_for_calibration: str | None = None,
+    calibration_sizes: Sequence[int] = DEFAULT_CALIBRATION_SIZES,
+) -> int | None:
+    """Largest batch size whose predicted peak fits ``capacity_bytes`` (None: not even 1).
+
+    On cuda the peak reserved bytes must fit (the caching allocator's segments are what the
+    device runs out of); pass the usable capacity (e.g. ``batchprof.gpus.usable_bytes(spec)``).
+    """
+    if isinstance(capacity_bytes, bool) or not isinstance(capacity_bytes, int) \
+            or capacity_bytes <= 0:
+        raise ConfigError(f"capacity_bytes must be a positive integer, got {capacity_bytes!r}")
+    predictor = Predictor(workload, target, gpu=gpu, calibrate=calibrate,
+                          device_for_calibration=device_for_calibration,
+                          calibration_sizes=calibration_sizes)
+    return predictor.max_batch(capacity_bytes)
