@@ -14,9 +14,10 @@ import io
 
 import pytest
 import torch
+from rich.console import Console
+
 from batchprof.ceilings import Ceilings, ceilings
 from batchprof.commands.ceilings import ceilings_table
-from rich.console import Console
 
 
 def _record(benchmark, result: Ceilings, capsys) -> None:

@@ -7,13 +7,14 @@ import io
 import json
 import math
 
-import batchprof
 import pytest
 import torch
+from rich.console import Console
+
+import batchprof
 from batchprof.ceilings import Ceilings, ceilings, dtype_key, roofline
 from batchprof.commands import ceilings as ceilings_command
 from batchprof.errors import ConfigError, DeviceUnavailableError
-from rich.console import Console
 
 TINY = {"stream_bytes": 1 << 20, "matmul_n": 64, "repeats": 3}
 

@@ -15,6 +15,7 @@ import textwrap
 
 import pytest
 import torch
+
 from batchprof.errors import DeviceUnavailableError
 from batchprof.kernels import _triton, reference
 from batchprof.kernels import copy as copy_kernels
@@ -316,8 +317,9 @@ def test_touch_ops_run_on_device_and_trace_on_meta():
 
 
 def test_flop_counter_counts_the_custom_matmul_once_registered():
-    from batchprof.kernels.ops import register_flop_formulas
     from torch.utils.flop_counter import FlopCounterMode
+
+    from batchprof.kernels.ops import register_flop_formulas
 
     register_flop_formulas()
     register_flop_formulas()  # idempotent
