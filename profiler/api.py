@@ -27,8 +27,9 @@ from .units import format_bytes, parse_bytes
 from .workload import Workload, load_workload
 
 # The CPU has no memory ceiling of its own: without a budget the search would grow until the
-# machine itself ran out. 512 MiB puts the default workload (transformer) at a max batch near
-# 200, found in well under a minute on 2 cores (measured; see benches/bench_probes.py).
+# machine itself ran out. 128 MiB puts the default workload (transformer) at a max batch of 51;
+# `batchprof run` with no arguments took 22 s on the 2-core dev machine (quiet; 12 probes,
+# prediction included). 512 MiB (max 215) took over 4 minutes.
 DEFAULT_CPU_MEMORY_LIMIT = "128MiB"
 
 

@@ -7,9 +7,11 @@ import json
 import pytest
 from torch.nn import functional as F
 
+from batchprof.api import DEFAULT_CPU_MEMORY_LIMIT
 from batchprof.cli import main
 from batchprof.commands import run as run_command
 from batchprof.report import PROBE_LOG, read_probe_log
+from batchprof.units import parse_bytes
 from batchprof.workload import Workload
 from batchprof.workloads import DEFAULT_WORKLOAD
 
@@ -85,10 +87,11 @@ def test_no_argument_means_default_workload_on_cpu_with_default_budget(tmp_path,
     out = capsys.readouterr().out
     assert code == 0, out
     assert "no CUDA device found; running on the CPU" in out
-    assert "memory budget: 512MiB (the CPU default" in out
+    assert f"memory budget: {DEFAULT_CPU_MEMORY_LIMIT} (the CPU default" in out
     [directory] = report_dirs(tmp_path / "reports")
     assert directory.name.startswith(f"{DEFAULT_WORKLOAD}-")
-    assert json.loads((directory / "results.json").read_text())["memory_limit_bytes"] == 512 * 2**20
+    data = json.loads((directory / "results.json").read_text())
+    assert data["memory_limit_bytes"] == parse_bytes(DEFAULT_CPU_MEMORY_LIMIT)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -36,6 +36,7 @@ import torch
 
 from ..backends.base import unique_storage_bytes
 from ..backends.cpu import _quiet_stderr, allocator_peak_from_profile
+from ..errors import StepError
 from ..workload import Workload
 from .model import AffineTrace, Curve, OpCorrection
 from .trace import Trace, trace_step
@@ -186,18 +187,39 @@ def calibrate_cpu(workload: Workload, batch_sizes: Sequence[int],
                   meta_trace: Callable[[int], Trace]) -> Calibration:
     """CPU calibration at ``batch_sizes`` (one or two small sizes; see module docstring)."""
     sizes = tuple(sorted(set(batch_sizes)))
-    real = {b: record_cpu_step(workload, b) for b in sizes}
+    real = {}
+    for b in sizes:
+        try:
+            real[b] = record_cpu_step(workload, b)
+        except Exception as exc:  # the user's step failing for real: name it, keep the cause
+            raise StepError(
+                f"calibration: the real training step of workload {workload.name!r} at batch "
+                f"size {b} failed: {type(exc).__name__}: {exc}. Predict with calibrate=False "
+                "(--no-calibrate) to skip calibration", batch_size=b) from exc
     meta = {b: meta_trace(b) for b in sizes}
     corrections = learn_op_corrections(meta, real)
+    points = _points(sizes, meta, real, corrections)
+    # Guard: pairing calls by (op, occurrence) assumes the real step and the trace run the
+    # same operators. If they diverge, corrections land on the wrong calls; when that makes
+    # any calibration size worse than the bare trace, keep only the residual.
+    if any(abs(p.corrected_peak_bytes - p.measured_peak_bytes)
+           > abs(p.traced_peak_bytes - p.measured_peak_bytes) for p in points):
+        corrections = {}
+        points = _points(sizes, meta, real, corrections)
+    residual = Curve.through([(p.batch_size, p.measured_peak_bytes - p.corrected_peak_bytes)
+                              for p in points])
+    return Calibration("cpu", sizes, residual, tuple(points), corrections)
+
+
+def _points(sizes: Sequence[int], meta: Mapping[int, Trace], real: Mapping[int, _RealStep],
+            corrections: Mapping[tuple[str, int], OpCorrection]) -> list[CalibrationPoint]:
     points = []
     for b in sizes:
         traced = AffineTrace.constant(meta[b])
         corrected, _ = traced.with_corrections(corrections, b)
         points.append(CalibrationPoint(b, real[b].measured_peak_bytes, traced.cpu_peak_bytes(b),
                                        corrected.cpu_peak_bytes(b)))
-    residual = Curve.through([(p.batch_size, p.measured_peak_bytes - p.corrected_peak_bytes)
-                              for p in points])
-    return Calibration("cpu", sizes, residual, tuple(points), corrections)
+    return points
 
 
 def calibrate_with_measurements(

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+import psutil
+
 from ..errors import ConfigError
 from ..gpus import GpuSpec, get_gpu
 from ..probe import validate_batch_size
@@ -146,7 +148,8 @@ class Predictor:
                  calibration_sizes: Sequence[int] = DEFAULT_CALIBRATION_SIZES,
                  anchors: Sequence[int] = DEFAULT_ANCHORS,
                  check_sizes: Sequence[int] = (),
-                 overheads: CudaOverheads | None = None):
+                 overheads: CudaOverheads | None = None,
+                 calibration_budget_bytes: int | None = None):
         if target not in TARGETS:
             raise ConfigError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
         self.workload = load_workload(workload)
@@ -159,10 +162,19 @@ class Predictor:
         self.anchors = tuple(sorted({validate_batch_size(b) for b in anchors}))
         if len(self.anchors) != 2:
             raise ConfigError(f"anchors must be two different batch sizes, got {anchors!r}")
+        calibration_device = device_for_calibration or target
+        if calibration_device.split(":")[0] != target:
+            # Kernels differ per device (oneDNN vs cuDNN): only the target's own teach it.
+            raise ConfigError(f"calibration must run on the target's device type ({target}), "
+                              f"got device_for_calibration={device_for_calibration!r}")
+        calibration_sizes = tuple(sorted({validate_batch_size(b) for b in calibration_sizes}))
         cc = self.gpu.compute_capability if self.gpu else (8, 0)
         self.trace = functools.lru_cache(maxsize=64)(
             lambda b: trace_step(self.workload, b, target, compute_capability=cc))
         self.notes: list[str] = []
+        # Default: half the memory available now (psutil), for the real calibration steps.
+        self.calibration_budget_bytes = calibration_budget_bytes or \
+            psutil.virtual_memory().available // 2
         self.affine: AffineTrace | None = None
         self.check_batch_size: int | None = None
         self.fit_error: float | None = None
@@ -173,7 +185,7 @@ class Predictor:
         beyond = [b for b in check_sizes if b > self.anchors[1]]
         self._build_affine([max(beyond) if beyond else 2 * self.anchors[1]])
         if calibrate:
-            self._calibrate(calibration_sizes, device_for_calibration)
+            self._calibrate(calibration_sizes, calibration_device)
 
     def with_gpu(self, gpu: str | GpuSpec) -> Predictor:
         """The same traces and model for another GPU of the same architecture (its own cuBLAS
@@ -210,14 +222,21 @@ class Predictor:
             self.notes.append(f"batch-affine model off by up to {self.fit_error:.2%} at batch "
                               f"{self.check_batch_size}; every size is traced on its own")
 
-    def _calibrate(self, sizes: Sequence[int], device: str | None) -> None:
-        sizes = tuple(sorted({validate_batch_size(b) for b in sizes}))
-        device = device or self.target
-        if device.split(":")[0] != self.target:
-            raise ConfigError(f"calibration must run on the target's device type "
-                              f"({self.target}), got {device!r}")
+    def _calibrate(self, sizes: Sequence[int], device: str) -> None:
         if self.target == "cpu":
-            self.calibration = calibrate_cpu(self.workload, sizes, self.trace)
+            # Real steps: only sizes whose traced peak fits the budget (a big model's
+            # calibration must not take the machine's memory; the CPU has no OOM guard here).
+            budget = self.calibration_budget_bytes
+            fitting = tuple(b for b in sizes
+                            if self.peaks(b, calibrated=False).allocated <= budget)
+            if not fitting:
+                self.notes.append(f"not calibrated: even batch {sizes[0]} is predicted above "
+                                  f"the calibration budget of {budget} bytes")
+                return
+            if fitting != sizes:
+                self.notes.append(f"calibrated at {list(fitting)} only: larger calibration "
+                                  f"sizes are predicted above {budget} bytes")
+            self.calibration = calibrate_cpu(self.workload, fitting, self.trace)
             return
         import torch
 
@@ -261,9 +280,13 @@ class Predictor:
             events = model.events(batch_size)
             result = replay(events, CpuAllocatorModel(), reset_peak_at=model.step_start)
             traced = self.model_for(batch_size, calibrated=False).cpu_peak_bytes(batch_size)
+            resident = int(sum(e.nbytes if e.kind == "alloc" else -e.nbytes
+                               for e in events[:model.step_start]))
         else:
             events, reset = self._cuda_events(model, batch_size)
             result = replay(events, CudaCachingAllocatorModel(), reset_peak_at=reset)
+            # What max_memory_allocated() starts from after the reset at step start.
+            resident = replay(events[:reset], CudaCachingAllocatorModel()).final_allocated_bytes
             traced = result.peak_allocated_bytes
             if model is not self.model_for(batch_size, calibrated=False):
                 uncal_events, uncal_reset = self._cuda_events(
@@ -273,10 +296,6 @@ class Predictor:
         by_category = dict(result.live_bytes_by_category_at_peak)
         if residual:
             by_category[UNATTRIBUTED] = residual
-        sizes = model.sizes(batch_size)
-        resident = int(sum(n if k == "alloc" else -n for k, n in
-                           zip(model.kinds[:model.step_start], sizes[:model.step_start],
-                               strict=True)))
         return _Peaks(result.peak_allocated_bytes + residual,
                       result.peak_reserved_bytes + residual, traced, by_category, resident,
                       self._activation_delta(model, batch_size) if calibrated else 0)
@@ -411,7 +430,9 @@ def predict_max_batch(
     if isinstance(capacity_bytes, bool) or not isinstance(capacity_bytes, int) \
             or capacity_bytes <= 0:
         raise ConfigError(f"capacity_bytes must be a positive integer, got {capacity_bytes!r}")
+    budget = min(capacity_bytes, psutil.virtual_memory().available // 2)
     predictor = Predictor(workload, target, gpu=gpu, calibrate=calibrate,
                           device_for_calibration=device_for_calibration,
-                          calibration_sizes=calibration_sizes)
+                          calibration_sizes=calibration_sizes,
+                          calibration_budget_bytes=budget)
     return predictor.max_batch(capacity_bytes)
