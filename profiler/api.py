@@ -29,7 +29,7 @@ from .workload import Workload, load_workload
 # The CPU has no memory ceiling of its own: without a budget the search would grow until the
 # machine itself ran out. 128 MiB puts the default workload (transformer) at a max batch of 51;
 # `batchprof run` with no arguments took 22 s on the 2-core dev machine (quiet; 12 probes,
-# prediction included). 512 MiB (max 215) took over 4 minutes.
+# prediction included); 512 MiB (max 215) took over 4 minutes (under load).
 DEFAULT_CPU_MEMORY_LIMIT = "128MiB"
 
 
@@ -138,8 +138,10 @@ def _nothing_fits(run: _Run, min_batch: int, notes: list[str]) -> BudgetError:
 
 
 def _recommend(max_batch: int | None, knee: KneeResult | None, probes: list[Measurement],
-               knee_requested: bool = True) -> tuple[int | None, str]:
+               knee_requested: bool = True, stopped: str | None = None) -> tuple[int | None, str]:
     if max_batch is None:
+        if stopped:
+            return None, f"the search was {stopped} before it found the max batch: nothing to recommend"
         return None, "no batch size was found to fit, so there is nothing to recommend"
     if not knee_requested:
         return max_batch, f"the largest batch that fits ({max_batch}); the knee was not requested"
@@ -287,7 +289,9 @@ def profile(
         notes.append(f"stopped by an error: {exc}")
 
     max_found = max_search.max_batch if max_search is not None else None
-    recommended, reason = _recommend(max_found, knee_result, run.probes, knee)
+    stopped = ("interrupted" if interrupted else "stopped by an error"
+               if failure is not None and not isinstance(failure, BudgetError) else None)
+    recommended, reason = _recommend(max_found, knee_result, run.probes, knee, stopped)
     result = ProfileResult(
         workload=wl.name, device=backend.name, memory_limit_bytes=backend.memory_limit_bytes,
         capacity_bytes=backend.capacity_bytes(), max_batch=max_found,

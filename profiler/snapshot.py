@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from .backends import Backend, MemoryReading, make_backend, resolve_device, unique_storage_bytes
-from .backends.cpu import _quiet_stderr
+from .backends.cpu import quiet_stderr
 from .errors import ConfigError, DeviceUnavailableError, TraceError
 from .types import Measurement
 from .units import parse_bytes
@@ -138,7 +138,7 @@ def _cpu_timeline(path: Path) -> Iterator[MemorySnapshot]:
     path.parent.mkdir(parents=True, exist_ok=True)
     prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
                                   profile_memory=True, record_shapes=True, with_stack=True)
-    with _quiet_stderr():  # Kineto prints start/stop banners on fd 2
+    with quiet_stderr():  # Kineto prints start/stop banners on fd 2
         prof.start()
     stolen = False
     try:
@@ -148,7 +148,7 @@ def _cpu_timeline(path: Path) -> Iterator[MemorySnapshot]:
         # A session started inside ours ends it when it stops: ours has nothing left.
         stolen = not torch._C._autograd._profiler_enabled()
         if not stolen:
-            with _quiet_stderr():
+            with quiet_stderr():
                 prof.stop()
     if stolen:
         raise TraceError("another torch.profiler session ran inside memory_snapshot('cpu') and "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 
 import pytest
+
 from batchprof.errors import ConfigError
 from batchprof.gpus import get_gpu
 from batchprof.prediction.allocators import (

@@ -99,6 +99,7 @@ def test_ctrl_c_returns_the_partial_result():
     assert r.interrupted and not r.complete
     assert len(r.probes) == 3 and list(r.probes) == seen
     assert r.max_batch is None  # the search did not finish: no unconfirmed answer
+    assert r.recommended_batch is None and "interrupted" in r.recommendation_reason
     assert any("interrupted" in n for n in r.notes)
     assert any("did not finish" in n for n in r.notes)
     again = ProfileResult.from_dict(json.loads(json.dumps(r.to_dict())))
@@ -236,6 +237,7 @@ SMALL_BUDGETS = {"mlp": 50_562_304, "cnn": 10_500_000, "transformer": 23_000_000
                  "lstm": 9_500_000}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(BUILTINS))
 def test_max_batch_equals_exhaustive_truth(name):
     workload = batchprof.load_workload(name)
@@ -255,6 +257,7 @@ def test_max_batch_equals_exhaustive_truth(name):
     torch.manual_seed(0)  # leave the global RNG as a fresh test expects
 
 
+@pytest.mark.slow
 def test_knees_of_two_runs_agree_within_one_doubling():
     knees = []
     for _ in range(2):

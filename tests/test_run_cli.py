@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from torch.nn import functional as F
 
 from batchprof.api import DEFAULT_CPU_MEMORY_LIMIT
@@ -106,6 +107,14 @@ def test_bad_input_exits_2_before_probing(tmp_path, capsys, args, message):
     assert code == 2
     assert message in " ".join(err.split())
     assert report_dirs(tmp_path) == []  # nothing run, nothing written
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message when CUDA is absent")
+def test_missing_cuda_exits_2_and_writes_nothing(tmp_path, capsys):
+    code = main(["run", TINY, "--device", "cuda", "--out", str(tmp_path)])
+    assert code == 2
+    assert "CUDA is not available" in " ".join(capsys.readouterr().err.split())
+    assert report_dirs(tmp_path) == []
 
 
 def test_budget_too_small_for_batch_1(tmp_path, capsys):

@@ -20,6 +20,7 @@ from batchprof.prediction.events import (
     OPTIMIZER_STATE,
     PARAMETER,
 )
+from batchprof.prediction.metacache import MetaKernelCache
 from batchprof.prediction.paths import (
     SDPA_EFFICIENT,
     SDPA_FLASH,
@@ -138,7 +139,7 @@ def test_meta_trace_matches_a_recording_of_the_real_cpu_step():
 def test_meta_kernel_cache_changes_nothing(monkeypatch):
     w = mlp()
     cached = trace_step(w, 6, "cpu")
-    monkeypatch.setattr(trace_module, "_META_CACHE", trace_module._MetaKernelCache(0))
+    monkeypatch.setattr(trace_module, "META_CACHE", MetaKernelCache(0))
     uncached = trace_step(w, 6, "cpu")
     assert cached.events == uncached.events
 

@@ -68,7 +68,7 @@ class StorageBudgetGuard(TorchDispatchMode):
 
 
 @contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
+def quiet_stderr() -> Iterator[None]:
     """Kineto prints start/stop banners on fd 2; keep the user's terminal clean."""
     sys.stderr.flush()
     saved = os.dup(2)
@@ -121,7 +121,7 @@ class CpuBackend:
     def memory_window(self, resident: Iterable[torch.Tensor]) -> Iterator[MemoryReading]:
         reading = MemoryReading(resident_bytes=unique_storage_bytes(resident))
         activities = [torch.profiler.ProfilerActivity.CPU]
-        with _quiet_stderr(), torch.profiler.profile(activities=activities,
+        with quiet_stderr(), torch.profiler.profile(activities=activities,
                                                      profile_memory=True) as prof:
             with self.budget_guard(resident):
                 yield reading

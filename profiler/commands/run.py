@@ -93,7 +93,7 @@ def run(args: argparse.Namespace, console: Any) -> int:
     from rich.console import Console
 
     from ..api import DEFAULT_CPU_MEMORY_LIMIT, check_options, profile
-    from ..backends import device_notice, resolve_device
+    from ..backends import device_notice, make_backend, resolve_device
     from ..errors import BatchprofError
     from ..probe import TimingPolicy
     from ..report import PROBE_LOG, ProbeLog, make_report_dir, write_report
@@ -120,13 +120,15 @@ def run(args: argparse.Namespace, console: Any) -> int:
     elif limit is not None:
         out.print(f"memory budget: {format_bytes(parse_bytes(limit))}", highlight=False)
 
+    # Built before the report directory, so a missing device or a bad limit leaves nothing.
+    backend = make_backend(device, None if limit is None else parse_bytes(limit))
     directory = make_report_dir(workload.name, args.out)
     out.print(f"profiling [bold]{workload.name}[/] on {device}; probes are logged to "
               f"{directory / PROBE_LOG}", highlight=False, soft_wrap=True)
     with ProbeLog(directory / PROBE_LOG) as log:
         progress = _Progress(out, log)
         try:
-            kwargs = dict(memory_limit=limit, min_batch=args.min_batch, max_batch=args.max_batch,
+            kwargs = dict(backend=backend, min_batch=args.min_batch, max_batch=args.max_batch,
                           multiple_of=args.multiple_of, dataset_size=args.dataset_size,
                           alpha=args.alpha, hint=args.hint, use_prediction=not args.no_predict,
                           timing=timing, on_probe=progress)

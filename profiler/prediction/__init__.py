@@ -2,9 +2,9 @@
 
 ``predict(workload, batch_sizes, target)`` -> one ``Prediction`` per size;
 ``predict_max_batch(workload, capacity_bytes, target)`` -> the largest batch predicted to fit.
-Modules: trace (meta-device trace), paths (kernel-path corrections), model (batch-affine event
-list), calibrate (bytes no trace sees), allocators (CPU / CUDA caching allocator replay),
-predictor (the two functions above).
+Modules: trace (meta-device trace; metacache speeds it up), paths (kernel-path corrections),
+model (batch-affine event list), calibrate (bytes no trace sees), allocators (CPU / CUDA
+caching allocator replay), predictor (the two functions above).
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from ..backends.base import unique_storage_bytes
-from ..backends.cpu import _quiet_stderr, allocator_peak_from_profile
+from ..backends.cpu import quiet_stderr, allocator_peak_from_profile
 from ..errors import StepError
 from ..workload import Workload
 from .model import AffineTrace, Curve, OpCorrection
@@ -128,7 +128,7 @@ def record_cpu_step(workload: Workload, batch_size: int, *, seed: int = 0) -> _R
     def window(resident: list[torch.Tensor]) -> Iterator[None]:
         holder["resident"] = unique_storage_bytes(resident)
         activities = [torch.profiler.ProfilerActivity.CPU]
-        with _quiet_stderr(), torch.profiler.profile(activities=activities,
+        with quiet_stderr(), torch.profiler.profile(activities=activities,
                                                      profile_memory=True) as prof:
             yield
         holder["prof"] = prof

@@ -1,0 +1,106 @@
+"""A cache of meta-kernel outputs keyed by input metadata: the trace's main speed-up.
+
+Used by trace.StorageRecorder; see ``MetaKernelCache``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils._pytree import tree_flatten, tree_unflatten
+
+
+def _storage_key(t: torch.Tensor) -> int | None:
+    try:
+        return t.untyped_storage()._cdata
+    except (RuntimeError, NotImplementedError):
+        return None
+
+
+class MetaKernelCache:
+    """Outputs of meta kernels, remembered by their inputs' metadata.
+
+    A meta kernel is a pure function of shapes, strides, dtypes and arguments, and many of
+    PyTorch's are Python (torch._refs / _prims): the bulk of a trace's time. A transformer
+    repeats the same operator on the same shapes once per layer, and an optimizer once per
+    parameter of a shape, so after the first call an operator's outputs are rebuilt with
+    ``empty_strided`` (fresh storages) or handed back as the input they alias (in-place ops
+    return ``self``). Anything else (views, outputs sharing a storage, odd storage sizes) is
+    never cached and always runs the kernel.
+    """
+
+    _PLAIN = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout,
+              torch.memory_format)
+
+    def __init__(self, max_entries: int = 16384):
+        self.max_entries = max_entries
+        self._entries: dict[Any, tuple[str, Any]] = {}
+
+    def _freeze(self, value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            if value.device.type != "meta" and value.dim() > 0:
+                raise TypeError  # real data (a host tensor) may matter; do not cache
+            return ("T", tuple(value.shape), value.stride(), value.dtype, value.device.type)
+        if isinstance(value, (list, tuple)):
+            return (type(value).__name__, *(self._freeze(v) for v in value))
+        if isinstance(value, dict):
+            return ("dict", *((k, self._freeze(v)) for k, v in sorted(value.items())))
+        if isinstance(value, self._PLAIN):
+            return (type(value).__name__, value)
+        raise TypeError
+
+    def key(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        try:
+            return (func, self._freeze(args), self._freeze(kwargs))
+        except TypeError:
+            return None
+
+    def replay(self, key: Any, flat_inputs: list[Any]) -> Any:
+        entry = self._entries.get(key) if key is not None else None
+        if entry is None:
+            return None
+        kind, payload = entry
+        if kind == "self":
+            return flat_inputs[payload]
+        leaves, spec = payload
+        return tree_unflatten([torch.empty_strided(d[1], d[2], dtype=d[3], device="meta")
+                               if isinstance(d, tuple) and d and d[0] == "T" else d
+                               for d in leaves], spec)
+
+    def store(self, key: Any, flat_inputs: list[Any], out: Any) -> None:
+        if key is None or len(self._entries) >= self.max_entries:
+            return
+        if isinstance(out, torch.Tensor):
+            for i, t in enumerate(flat_inputs):
+                if t is out:
+                    self._entries[key] = ("self", i)
+                    return
+        leaves, spec = tree_flatten(out)
+        inputs = {_storage_key(t) for t in flat_inputs if isinstance(t, torch.Tensor)}
+        seen: set[int | None] = set()
+        described: list[Any] = []
+        for t in leaves:
+            if not isinstance(t, torch.Tensor):
+                if not isinstance(t, self._PLAIN):
+                    return
+                described.append(t)
+                continue
+            key_s = _storage_key(t)
+            if (t.device.type != "meta" or key_s is None or key_s in inputs or key_s in seen
+                    or t.storage_offset() != 0 or type(t) is not torch.Tensor
+                    or t.untyped_storage().nbytes() != _minimal_nbytes(t)):
+                return
+            seen.add(key_s)
+            described.append(("T", tuple(t.shape), t.stride(), t.dtype))
+        self._entries[key] = ("new", (described, spec))
+
+
+def _minimal_nbytes(t: torch.Tensor) -> int:
+    if t.numel() == 0:
+        return 0
+    return (1 + sum((size - 1) * stride for size, stride in zip(t.shape, t.stride(),
+                                                                strict=True))) * t.element_size()
+
+
+META_CACHE = MetaKernelCache()
