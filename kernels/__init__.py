@@ -17,7 +17,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from . import ops  # registers torch.ops.batchprof.*; imports torch only
+from ._env import prepare_environment
+
+prepare_environment()  # before ops: calling an op may import Triton (see _env)
+
+from . import ops  # noqa: E402 - registers torch.ops.batchprof.*; imports torch only
 
 # public name -> submodule defining it; resolved on first attribute access.
 _LAZY = {

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import torch
 
 from ..errors import DeviceUnavailableError
+from ._env import prepare_environment
 
 KernelMode = Literal["compiled", "interpreted", "unavailable"]
 
@@ -36,14 +37,8 @@ def _interpret_requested() -> bool:
     return os.environ.get(_INTERPRET_ENV, "").strip().lower() in _TRUTHY
 
 
-def _prepare_environment() -> None:
-    # Must run before `import triton` (and before any @triton.jit below): the interpreter is
-    # chosen per kernel at decoration time. An explicit user setting, even "0", is respected.
-    if _INTERPRET_ENV not in os.environ and not torch.cuda.is_available():
-        os.environ[_INTERPRET_ENV] = "1"
-
-
-_prepare_environment()
+# Already done by the package's __init__; repeated for direct imports of this module.
+prepare_environment()
 
 try:
     import triton
