@@ -11,6 +11,7 @@ batch) carries the partial result as ``exc.partial_result`` for the caller to wr
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import time
 from collections.abc import Callable
@@ -243,7 +244,7 @@ def profile(
     options: dict[str, Any] = {
         "min_batch": min_batch, "max_batch": max_batch, "multiple_of": multiple_of,
         "dataset_size": dataset_size, "alpha": alpha, "hint": hint, "hint_source": None,
-        "use_prediction": use_prediction, "knee": knee, "timing": vars(timing or TimingPolicy()),
+        "use_prediction": use_prediction, "knee": knee, "timing": dataclasses.asdict(timing or TimingPolicy()),
     }
     if hint is not None:
         options["hint_source"] = "user"
