@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
+
 from batchprof.sampling import PsutilSampler
 
 INTERVAL_S = 0.1  # 10 Hz

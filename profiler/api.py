@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import statistics
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -20,7 +21,7 @@ from typing import Any
 
 from .backends import Backend, CpuBackend, make_backend, resolve_device
 from .errors import BatchprofError, BudgetError, ConfigError, TraceError
-from .probe import TimingPolicy, measure
+from .probe import ThroughputSweep, TimingPolicy, measure
 from .result import ProfileResult, throughput_ladder
 from .search import KneeResult, MaxBatchResult, Outcome, find_knee, find_max_batch
 from .types import Measurement
@@ -106,6 +107,73 @@ class _Run:
 
     def feasible_outcomes(self) -> list[Outcome]:
         return [Outcome.from_measurement(m) for m in self.probes if m.feasible]
+
+
+def _find_knee_on_one_model(run: _Run, ladder: list[int], alpha: float, multiple_of: int,
+                            notes: list[str]) -> KneeResult:
+    """The knee from a ThroughputSweep over the ladder (one model, interleaved rounds).
+
+    Refinement points are probed for the record (memory, feasibility) and timed on the same
+    model. If the sweep itself runs out of memory (a CUDA allocator fragmented by several
+    sizes), the knee falls back to the probes' own times, and a note says so.
+    """
+    feasible = sorted(m.batch_size for m in run.probes if m.feasible and m.batch_size in ladder)
+    timer = ThroughputSweep(run.workload, run.backend)
+    policy = run.timing or TimingPolicy()
+    oom = False
+    try:
+        timer.sweep(feasible, rounds=3, steps_per_round=max(1, policy.timed_steps // 2))
+
+        def refine(b: int) -> Outcome:
+            probed = run.outcome(b)
+            if not probed.feasible:
+                return probed
+            times = tuple(timer.time(b, 3 * max(1, policy.timed_steps // 2)))
+            return Outcome(b, True, b / statistics.median(times), times, None,
+                           probed.peak_bytes, probed.capacity_bytes)
+
+        points = [Outcome(b, True, b / statistics.median(t), tuple(t))
+                  for b, t in sorted(timer.times.items())]
+        return find_knee(points, alpha=alpha, refine=refine, multiple_of=multiple_of)
+    except Exception as exc:
+        if not run.backend.is_oom(exc):
+            raise
+        oom = True
+    finally:
+        timer.close()
+    if oom:
+        notes.append("the one-model throughput sweep ran out of memory; the knee uses each "
+                     "probe's own timing instead (more sensitive to drift between probes)")
+    return find_knee(run.feasible_outcomes(), alpha=alpha, refine=run.outcome,
+                     multiple_of=multiple_of)
+
+
+def _with_roofline(workload: Workload, backend: Backend, probes: tuple[Measurement, ...],
+                   notes: list[str]) -> tuple[Measurement, ...]:
+    """Probes with roofline figures; unchanged (and a note) when the device's ceilings or the
+    step's FLOPs cannot be had: the roofline is information, never a reason to lose a run."""
+    from .ceilings import ceilings
+    from .efficiency import annotate_roofline
+
+    device = "cuda" if backend.device.type == "cuda" else "cpu"
+    try:
+        measured = ceilings(device)
+        gpu_name = gpu_total = None
+        if device == "cuda":
+            import torch
+
+            props = torch.cuda.get_device_properties(backend.device)
+            gpu_name, gpu_total = props.name, props.total_memory
+        annotated = annotate_roofline(workload, probes, measured, gpu_name=gpu_name,
+                                      gpu_total_bytes=gpu_total)
+    except BatchprofError as exc:
+        notes.append(f"roofline unavailable: {exc}")
+        return probes
+    notes.append(f"roofline against measured {device} ceilings: "
+                 f"{measured.peak_bandwidth_gbps:.1f} GB/s, "
+                 + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s"
+                             for k, v in measured.flops_per_s.items()))
+    return annotated
 
 
 def _unbudgeted_peak(workload: Workload, batch_size: int, backend: Backend) -> int | None:
@@ -206,6 +274,7 @@ def profile(
     backend: Backend | None = None,
     on_probe: Callable[[Measurement], None] | None = None,
     sampler: Any = None,
+    roofline: bool = False,
 ) -> ProfileResult:
     """Find the largest batch that fits and the throughput knee for ``workload``.
 
@@ -213,6 +282,8 @@ def profile(
     DEFAULT_CPU_MEMORY_LIMIT applies, with a note. ``knee=False`` stops after the max search
     (no throughput ladder, no knee: the quick answer to "what fits?").
     ``hint`` (or, when absent and ``use_prediction``, the prediction) seeds the search.
+    ``roofline=True`` measures the device's ceilings once and adds FLOPs, achieved FLOP/s,
+    MFU and the bound to each timed probe's ``extra`` (see batchprof.efficiency).
     ``on_probe(m)`` sees each Measurement as it completes. ``backend`` replaces the one built
     from ``device``/``memory_limit`` (tests pass a FakeBackend).
 
@@ -266,11 +337,11 @@ def profile(
             raise _nothing_fits(run, min_batch, notes)
         if knee:
             seen = {m.batch_size for m in run.probes}
-            for b in throughput_ladder(min_batch, max_search.max_batch, multiple_of):
+            ladder = throughput_ladder(min_batch, max_search.max_batch, multiple_of)
+            for b in ladder:
                 if b not in seen:  # reuse what the search measured; never re-run a failure
                     run.measure(b)
-            knee_result = find_knee(run.feasible_outcomes(), alpha=alpha, refine=run.outcome,
-                                    multiple_of=multiple_of)
+            knee_result = _find_knee_on_one_model(run, ladder, alpha, multiple_of, notes)
     except KeyboardInterrupt:
         interrupted = True
         gc.collect()  # the interrupted step's tensors: measure() never reached its cleanup
@@ -293,11 +364,14 @@ def profile(
     stopped = ("interrupted" if interrupted else "stopped by an error"
                if failure is not None and not isinstance(failure, BudgetError) else None)
     recommended, reason = _recommend(max_found, knee_result, run.probes, knee, stopped)
+    probes = tuple(run.probes)
+    if roofline and not interrupted:
+        probes = _with_roofline(wl, backend, probes, notes)
     result = ProfileResult(
         workload=wl.name, device=backend.name, memory_limit_bytes=backend.memory_limit_bytes,
         capacity_bytes=backend.capacity_bytes(), max_batch=max_found,
         knee_batch=knee_result.knee_batch if knee_result else None,
-        recommended_batch=recommended, recommendation_reason=reason, probes=tuple(run.probes),
+        recommended_batch=recommended, recommendation_reason=reason, probes=probes,
         knee=knee_result, max_search=max_search,
         notes=(tuple(notes) + (max_search.notes if max_search else ())
                + (knee_result.notes if knee_result else ())),

@@ -27,6 +27,8 @@ ROOFLINE_COLUMNS = {
     "ridge_point_flop_per_byte": "ridge_point_flop_per_byte",
     "bound": "bound",
     "roofline_step_time_s": "roofline_step_time_s",
+    "peak_flops_per_s": "peak_flops_per_s",
+    "peak_bandwidth_gbps": "peak_bandwidth_gbps",
 }
 
 

@@ -221,3 +221,53 @@ def measure(
         samples=result.get("samples", ()),
         wall_time_s=time.perf_counter() - started,
     )
+
+
+class ThroughputSweep:
+    """Times several batch sizes on ONE built model, interleaved in rounds.
+
+    Separate probes rebuild the model, and on a shared machine throughput drifts between
+    probes by more than it spreads within one (seen here: ±15–25% between probes at one batch
+    size against 2–10% within a probe), which is enough to move a knee on a flat curve by two
+    doublings. Timing every size on the same model and interleaving the sizes round by round
+    makes that drift hit all sizes alike; the knee is found on these pooled times. Memory is not
+    measured here (the probes did that); each step is preceded by an untimed one at that size
+    because the allocator's pattern changes with the size.
+    """
+
+    def __init__(self, workload: Workload, backend: Backend, seed: int = 0):
+        self.workload, self.backend = workload, backend
+        torch.manual_seed(seed)
+        with torch.device(backend.device):
+            self.model = workload.model_fn()
+        self.model.train()
+        self.optimizer = workload.optimizer_fn(self.model.parameters())
+        self.times: dict[int, list[float]] = {}
+
+    def _step_fn(self, batch: Any):
+        def step() -> None:
+            self.workload.loss_fn(self.model, batch).backward()
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        return step
+
+    def time(self, batch_size: int, steps: int) -> list[float]:
+        """One untimed step, then ``steps`` timed ones; appended to ``self.times``."""
+        self.backend.start_timing(batch_size)
+        batch = self.workload.batch_fn(batch_size, self.backend.device)
+        step = self._step_fn(batch)
+        step()
+        taken = [self.backend.time_step(step) for _ in range(steps)]
+        self.times.setdefault(batch_size, []).extend(taken)
+        return taken
+
+    def sweep(self, sizes: list[int], rounds: int = 3, steps_per_round: int = 2) -> None:
+        """Time each size ``rounds`` times, visiting the sizes in alternating order."""
+        for r in range(rounds):
+            for b in (sizes if r % 2 == 0 else list(reversed(sizes))):
+                self.time(b, steps_per_round)
+
+    def close(self) -> None:
+        del self.model, self.optimizer
+        gc.collect()
+        self.backend.cleanup()

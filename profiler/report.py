@@ -8,7 +8,8 @@ A report directory ``reports/<workload>-<timestamp>/`` holds:
 - ``results.csv``: the table of :func:`result_frame` (max batch, throughput ladder, knee);
 - ``probes.csv``: one row per probe, in run order;
 - ``summary.md``: what a person reads first;
-- ``peak_memory.png`` and ``throughput.png``.
+- ``peak_memory.png`` and ``throughput.png``; ``utilization.png`` when probes carried sampler
+  data and ``roofline.png`` when the run computed roofline figures.
 
 Plots use matplotlib's object API on a bare ``Figure`` (the Agg canvas), never pyplot, so a
 report neither needs a display nor changes the caller's matplotlib backend.
@@ -107,6 +108,14 @@ def _row(label: str, p: BatchPoint, result: ProfileResult) -> dict[str, Any]:
         "samples_per_s": p.samples_per_s, "fitted_samples_per_s": fit,
         "share_of_best": fit / best if fit is not None and best else None,
     }
+    latest = next((m for m in reversed(result.probes)
+                   if m.feasible and m.batch_size == p.batch_size), None)
+    for key in ("achieved_flops_per_s", "mfu_pct", "mfu_spec_pct",
+                "arithmetic_intensity_flop_per_byte", "bound"):
+        row[key] = latest.extra.get(key) if latest is not None else None
+    for name in UTILIZATION_METRICS:
+        sample = latest.sample(name) if latest is not None else None
+        row[f"{name}_mean"] = sample.mean if sample is not None else None
     if result.dataset_size is not None:
         row["steps_per_epoch"] = steps
         row["epoch_time_s"] = steps * median if steps is not None and median else None
@@ -294,6 +303,74 @@ def plot_throughput(result: ProfileResult, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+# Per-batch figures beyond memory and time, when the run gathered them: the mean of each
+# sampled metric over a probe's timed window, and the roofline view.
+UTILIZATION_METRICS = ("kernel_busy_pct", "memory_busy_pct", "cpu_pct", "power_w")
+
+
+def _latest_feasible(result: ProfileResult) -> dict[int, Measurement]:
+    return {m.batch_size: m for m in result.probes if m.feasible}
+
+
+def plot_utilization(result: ProfileResult, path: str | os.PathLike) -> Path | None:
+    """Mean utilization per batch size (kernel-busy % on a GPU, process CPU % on the CPU);
+    None (no file) when no probe carried samples."""
+    probes = sorted(_latest_feasible(result).values(), key=lambda m: m.batch_size)
+    series = {}
+    for name in UTILIZATION_METRICS:
+        pts = [(m.batch_size, m.sample(name).mean) for m in probes
+               if m.sample(name) is not None and m.sample(name).mean is not None]
+        if pts:
+            series[name] = pts
+    if not series:
+        return None
+    fig, ax = _figure()
+    for name, pts in series.items():
+        unit = next(m.sample(name).unit for m in probes if m.sample(name) is not None)
+        xs, ys = zip(*pts, strict=True)
+        ax.plot(xs, ys, "o-", label=f"{name} (mean over timed steps, {unit})")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("utilization")
+    ax.set_title(f"{result.workload} on {result.device}: what the device is doing")
+    ax.grid(alpha=0.3, which="both")
+    _legend_or_placeholder(ax, "no samples")
+    fig.savefig(path)
+    return Path(path)
+
+
+def plot_roofline(result: ProfileResult, path: str | os.PathLike) -> Path | None:
+    """Achieved FLOP/s vs arithmetic intensity per batch size under the measured roofs;
+    None when the run has no roofline figures."""
+    pts = [m for m in sorted(_latest_feasible(result).values(), key=lambda m: m.batch_size)
+           if m.extra.get("achieved_flops_per_s") and m.extra.get(
+               "arithmetic_intensity_flop_per_byte")]
+    if not pts:
+        return None
+    peak_flops = pts[0].extra["peak_flops_per_s"]
+    peak_bw = pts[0].extra["peak_bandwidth_gbps"] * 1e9
+    fig, ax = _figure()
+    xs = [m.extra["arithmetic_intensity_flop_per_byte"] for m in pts]
+    lo, hi = min(xs + [peak_flops / peak_bw]) / 4, max(xs + [peak_flops / peak_bw]) * 4
+    grid = [lo * (hi / lo) ** (i / 99) for i in range(100)]
+    ax.plot(grid, [min(peak_flops, x * peak_bw) / 1e9 for x in grid], "-", color="black",
+            label=f"roof: {peak_bw / 1e9:.1f} GB/s, {peak_flops / 1e9:.1f} GFLOP/s")
+    ax.plot(xs, [m.extra["achieved_flops_per_s"] / 1e9 for m in pts], "o", color="tab:blue",
+            label="achieved (one point per batch size)")
+    for m, x in zip(pts, xs, strict=True):
+        ax.annotate(str(m.batch_size), (x, m.extra["achieved_flops_per_s"] / 1e9),
+                    textcoords="offset points", xytext=(4, 4), fontsize="small")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOP / byte moved)")
+    ax.set_ylabel("GFLOP/s")
+    ax.set_title(f"{result.workload} on {result.device}: roofline")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="best", fontsize="small")
+    fig.savefig(path)
+    return Path(path)
+
+
 # ---------------------------------------------------------------------------------------------
 # The whole report
 # ---------------------------------------------------------------------------------------------
@@ -317,6 +394,8 @@ FILE_DESCRIPTIONS = {
     PROBE_LOG: "every probe, appended as it completed",
     "peak_memory.png": "peak memory vs batch size",
     "throughput.png": "throughput vs batch size",
+    "utilization.png": "sampled utilization vs batch size",
+    "roofline.png": "each batch size on the measured roofline (FLOP/s vs intensity)",
 }
 
 
@@ -332,7 +411,10 @@ def write_report(result: ProfileResult, directory: str | os.PathLike) -> ReportF
     probes_frame(result).to_csv(d / "probes.csv", index=False)
     plot_peak_memory(result, d / "peak_memory.png")
     plot_throughput(result, d / "throughput.png")
-    files = {k: v for k, v in FILE_DESCRIPTIONS.items() if k != PROBE_LOG or log.exists()}
+    optional = {"utilization.png": plot_utilization(result, d / "utilization.png"),
+                "roofline.png": plot_roofline(result, d / "roofline.png")}
+    files = {k: v for k, v in FILE_DESCRIPTIONS.items()
+             if (k != PROBE_LOG or log.exists()) and optional.get(k, True) is not None}
     (d / "summary.md").write_text(summary_markdown(result, files), encoding="utf-8")
     return ReportFiles(d, d / "results.json", d / "results.csv", d / "probes.csv",
                        d / "summary.md", d / "peak_memory.png", d / "throughput.png",

@@ -11,9 +11,10 @@ import sys
 import weakref
 from types import SimpleNamespace
 
-import batchprof
 import pytest
 import torch
+
+import batchprof
 from batchprof.backends import Backend, BudgetExceeded, device_notice, make_backend
 from batchprof.backends import cuda as cuda_module
 from batchprof.backends.cuda import CudaBackend

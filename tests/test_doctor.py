@@ -10,11 +10,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from rich.console import Console
+
 from batchprof import environment as environment_module
 from batchprof.cli import main
 from batchprof.commands.doctor import doctor_renderables
 from batchprof.environment import cuda_info, environment, kernels_info
-from rich.console import Console
 
 from .fake_pynvml import NVML_ERROR_LIBRARY_NOT_FOUND, FakeGpu, FakePynvml
 

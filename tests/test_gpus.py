@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from batchprof.errors import ConfigError
 from batchprof.gpus import DTYPES, GPUS, get_gpu, known_gpus, match_gpu, usable_bytes
 

@@ -12,8 +12,9 @@ import json
 import re
 from pathlib import Path
 
-import batchprof
 import pytest
+
+import batchprof
 from batchprof.probe import TimingPolicy
 from batchprof.pytest_plugin import budget_violations, extra_info_for, record_extra_info
 from batchprof.types import Measurement, SampleSeries

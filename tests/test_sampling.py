@@ -10,6 +10,7 @@ import threading
 import time
 
 import pytest
+
 from batchprof import nvml
 from batchprof.errors import BatchprofError, DeviceUnavailableError
 from batchprof.sampling import (

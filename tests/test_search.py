@@ -8,6 +8,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+
 from batchprof.errors import ConfigError, StepError
 from batchprof.search import (
     KneeResult,

@@ -7,10 +7,11 @@ import gzip
 import json
 import pickle
 
-import batchprof
 import matplotlib.pyplot as plt
 import pytest
 import torch
+
+import batchprof
 from batchprof import snapshot as snapshot_module
 from batchprof.errors import ConfigError, DeviceUnavailableError, TraceError
 from batchprof.snapshot import (

@@ -51,6 +51,9 @@ class Backend(Protocol):
     def start_probe(self, batch_size: int) -> None:
         """Called once at the start of each probe (the fake backend scripts readings by it)."""
 
+    def start_timing(self, batch_size: int) -> None:
+        """Called before timing steps at ``batch_size`` outside a probe (a throughput sweep)."""
+
     def budget_guard(self, resident: Iterable[torch.Tensor]) -> contextlib.AbstractContextManager:
         """Enforce the limit while a step runs, raising an OutOfMemoryError past it."""
 

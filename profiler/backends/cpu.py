@@ -112,6 +112,9 @@ class CpuBackend:
     def start_probe(self, batch_size: int) -> None:
         pass
 
+    def start_timing(self, batch_size: int) -> None:
+        pass
+
     def budget_guard(self, resident: Iterable[torch.Tensor]) -> contextlib.AbstractContextManager:
         if self.memory_limit_bytes is None:
             return null_context()

@@ -136,6 +136,9 @@ class CudaBackend:
         self.prepare()
         self._apply_memory_limit()
 
+    def start_timing(self, batch_size: int) -> None:
+        self.start_probe(batch_size)  # idempotent: warm-up and limit, nothing counted
+
     def _apply_memory_limit(self) -> None:
         if self.memory_limit_bytes is None or self._fraction_restorer is not None:
             return

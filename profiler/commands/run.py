@@ -51,6 +51,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=None, metavar="N",
                    help="timed steps per probe (default 5; more, up to 10, where the spread "
                         "is large)")
+    p.add_argument("--sampler", default="auto", choices=("auto", "nvml", "psutil", "none"),
+                   help="background sampling during timed steps: NVML on a GPU (kernel-busy %%, "
+                        "memory, power, clocks), psutil on the CPU (default: auto)")
+    p.add_argument("--sample-interval", type=float, default=0.1, metavar="S",
+                   help="seconds between samples (default 0.1)")
+    p.add_argument("--no-roofline", action="store_true",
+                   help="skip measuring device ceilings and the per-batch roofline / MFU")
+    p.add_argument("--memory-snapshot", action="store_true",
+                   help="re-run the max batch while recording the allocator: a pickle for "
+                        "pytorch.org/memory_viz on CUDA, torch.profiler's memory timeline on "
+                        "the CPU, written into the report directory")
     p.add_argument("--out", default="reports", metavar="DIR",
                    help="where report directories go (default: reports)")
     add_json_argument(p)
@@ -122,6 +133,7 @@ def run(args: argparse.Namespace, console: Any) -> int:
 
     # Built before the report directory, so a missing device or a bad limit leaves nothing.
     backend = make_backend(device, None if limit is None else parse_bytes(limit))
+    sampler = _make_sampler(args, device, out)
     directory = make_report_dir(workload.name, args.out)
     out.print(f"profiling [bold]{workload.name}[/] on {device}; probes are logged to "
               f"{directory / PROBE_LOG}", highlight=False, soft_wrap=True)
@@ -131,13 +143,15 @@ def run(args: argparse.Namespace, console: Any) -> int:
             kwargs = dict(backend=backend, min_batch=args.min_batch, max_batch=args.max_batch,
                           multiple_of=args.multiple_of, dataset_size=args.dataset_size,
                           alpha=args.alpha, hint=args.hint, use_prediction=not args.no_predict,
-                          timing=timing, on_probe=progress)
-            if out.is_terminal:
-                with out.status("probe 1: measuring...") as status:
-                    progress.status = status
+                          timing=timing, on_probe=progress, sampler=sampler,
+                          roofline=not args.no_roofline)
+            with sampler:
+                if out.is_terminal:
+                    with out.status("probe 1: measuring...") as status:
+                        progress.status = status
+                        result = profile(workload, device, **kwargs)
+                else:
                     result = profile(workload, device, **kwargs)
-            else:
-                result = profile(workload, device, **kwargs)
         except BatchprofError as exc:
             partial = getattr(exc, "partial_result", None)
             if partial is not None:
@@ -145,6 +159,8 @@ def run(args: argparse.Namespace, console: Any) -> int:
                 out.print(f"partial report written to {files.directory}", highlight=False,
                           soft_wrap=True)
             raise
+    if args.memory_snapshot and result.max_batch is not None and not result.interrupted:
+        _write_snapshot(workload, result.max_batch, backend, directory, out)
     files = write_report(result, directory)
     if args.json:
         console.print_json(json.dumps({**result.to_dict(), "report_dir": str(directory)},
@@ -161,6 +177,36 @@ def run(args: argparse.Namespace, console: Any) -> int:
         return EXIT_INTERRUPTED
     out.print(f"report written to {files.directory}", highlight=False, soft_wrap=True)
     return 0
+
+
+def _make_sampler(args: argparse.Namespace, device: str, out: Any) -> Any:
+    """The sampler for this run: NVML on CUDA (psutil, with the reason, when NVML cannot
+    serve), psutil on the CPU; 'none' samples nothing."""
+    from ..errors import ConfigError
+    from ..sampling import make_sampler
+
+    if not args.sample_interval > 0:
+        raise ConfigError(f"--sample-interval must be a positive number of seconds, "
+                          f"got {args.sample_interval}")
+    kind = args.sampler
+    if kind == "auto" and not device.startswith("cuda"):
+        kind = "psutil"
+    index = int(device.split(":", 1)[1]) if device.startswith("cuda:") else 0
+    sampler = make_sampler(kind, device_index=index, interval_s=args.sample_interval)
+    if getattr(sampler, "fallback_reason", None):
+        out.print(f"sampler: {sampler.kind} ({sampler.fallback_reason})", highlight=False)
+    return sampler
+
+
+def _write_snapshot(workload: Any, batch_size: int, backend: Any, directory: Any,
+                    out: Any) -> None:
+    from ..snapshot import snapshot_filename, snapshot_probe
+
+    path = directory / snapshot_filename(backend.name)
+    snapshot, _ = snapshot_probe(workload, batch_size, path, device=backend.name,
+                                 backend=backend)
+    out.print(f"memory snapshot of batch {batch_size} written to {snapshot.path} "
+              f"({snapshot.viewer})", highlight=False, soft_wrap=True)
 
 
 def summary_table(result: Any) -> Any:

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from ..backends.base import unique_storage_bytes
-from ..backends.cpu import quiet_stderr, allocator_peak_from_profile
+from ..backends.cpu import allocator_peak_from_profile, quiet_stderr
 from ..errors import StepError
 from ..workload import Workload
 from .model import AffineTrace, Curve, OpCorrection
