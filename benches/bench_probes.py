@@ -77,3 +77,21 @@ def test_probes_with_hint_within_10_percent(benchmark, name, ratio):
     assert result.max_batch == truth
     record(benchmark, name, result, truth, hint, HINTED_MAX_PROBES)
     assert result.max_search.probes <= HINTED_MAX_PROBES
+
+
+@pytest.mark.parametrize("name", sorted(BUDGETS))
+def test_probes_seeded_by_prediction(benchmark, name):
+    """What `batchprof run` does by default: the prediction (meta trace + calibration at small
+    sizes, not counted as probes: they run no search size) seeds the search. Issue target: the
+    exact max batch in at most 5 real probes."""
+    truth = truth_for(name)
+
+    def seeded():
+        return profile(name, backend=CpuBackend(BUDGETS[name]), use_prediction=True,
+                       knee=False, timing=ONE_STEP)
+
+    result = benchmark.pedantic(seeded, rounds=1, iterations=1)
+    assert result.options["hint_source"] == "prediction", result.notes
+    assert result.max_batch == truth
+    record(benchmark, name, result, truth, result.options["hint"], HINTED_MAX_PROBES)
+    assert result.max_search.probes <= HINTED_MAX_PROBES

@@ -128,3 +128,37 @@ def test_overhead_paired(benchmark, step):
     result = benchmark.pedantic(paired, rounds=1, iterations=1)
     benchmark.extra_info.update(result, interval_s=INTERVAL_S, target_fraction=OVERHEAD_TARGET,
                                 torch_threads=torch.get_num_threads())
+
+
+def test_measure_step_time_with_and_without_sampler(benchmark):
+    """The same comparison through the real CPU backend: ``batchprof.measure`` of the mlp
+    workload at batch 64, sampler off / on (psutil at 10 Hz) alternating, 6 pairs of probes of
+    10 timed steps each. overhead_fraction = median over pairs of (with / without) - 1."""
+    import batchprof
+    from batchprof.probe import TimingPolicy
+
+    timing = TimingPolicy(timed_steps=10, max_timed_steps=10)
+    workload = batchprof.load_workload("mlp")
+
+    def median_step(sampled: bool) -> float:
+        if not sampled:
+            return batchprof.measure(workload, 64, timing=timing).step_time_median_s
+        with PsutilSampler(INTERVAL_S) as sampler:
+            m = batchprof.measure(workload, 64, timing=timing, sampler=sampler)
+        assert m.sample("rss_bytes") is not None
+        return m.step_time_median_s
+
+    def paired() -> list[float]:
+        ratios = []
+        for i in range(6):
+            order = (False, True) if i % 2 == 0 else (True, False)
+            got = {s: median_step(s) for s in order}
+            ratios.append(got[True] / got[False])
+        return ratios
+
+    ratios = benchmark.pedantic(paired, rounds=1, iterations=1)
+    overhead = statistics.median(ratios) - 1
+    benchmark.extra_info.update(overhead_fraction=overhead, ratios=ratios,
+                                target=OVERHEAD_TARGET)
+    print(f"\n[sampling] measure(mlp, 64) step time with psutil at 10 Hz vs without: "
+          f"{overhead:+.2%} (pairs: {', '.join(f'{r:.3f}' for r in ratios)})")

@@ -34,7 +34,7 @@ def test_activation_bytes_grow_affinely(name):
     acts = [batchprof.measure(name, b, timing=ONE_STEP).activation_bytes for b in sizes]
     slope = (acts[-1] - acts[0]) / (sizes[-1] - sizes[0])
     assert slope > 0
-    for b, a in zip(sizes, acts):
+    for b, a in zip(sizes, acts, strict=True):
         predicted = acts[0] + slope * (b - sizes[0])
         assert a == pytest.approx(predicted, rel=0.02), (name, sizes, acts)
 
