@@ -32,6 +32,9 @@ def measurement_table(m: Measurement) -> Table:
     table.add_row("throughput", fmt_float(m.samples_per_s, "{:.1f} samples/s"))
     table.add_row("timed steps", str(len(m.step_times_s)))
     for s in m.samples:
-        table.add_row(f"{s.name} (mean / max)",
-                      f"{fmt_float(s.mean)} / {fmt_float(s.max)} {s.unit}")
+        if s.unit == "B":
+            value = f"{format_bytes(s.mean)} / {format_bytes(s.max)}"
+        else:
+            value = f"{fmt_float(s.mean)} / {fmt_float(s.max)} {s.unit}"
+        table.add_row(f"{s.name} (mean / max)", value)
     return table
