@@ -7,6 +7,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..workload import Workload
+from ._classification import batch_maker, cross_entropy_loss
 
 IMAGE, CHANNELS, CLASSES = 32, 32, 10
 
@@ -41,16 +42,8 @@ class SmallResNet(nn.Module):
         return self.head(x.mean(dim=(2, 3)))
 
 
-def make_batch(batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(batch_size)
-    x = torch.randn(batch_size, 3, IMAGE, IMAGE, generator=gen).to(device)
-    y = torch.randint(0, CLASSES, (batch_size,), generator=gen).to(device)
-    return x, y
-
-
-def loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    x, y = batch
-    return F.cross_entropy(model(x), y)
+make_batch = batch_maker((3, IMAGE, IMAGE), CLASSES)
+loss = cross_entropy_loss
 
 
 def workload() -> Workload:

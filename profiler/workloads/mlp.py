@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ..workload import Workload
+from ._classification import batch_maker, cross_entropy_loss
 
 IN_FEATURES, HIDDEN, CLASSES, DEPTH = 512, 1024, 10, 3
 
@@ -21,16 +20,8 @@ def build_model() -> nn.Module:
     return nn.Sequential(*layers)
 
 
-def make_batch(batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(batch_size)
-    x = torch.randn(batch_size, IN_FEATURES, generator=gen).to(device)
-    y = torch.randint(0, CLASSES, (batch_size,), generator=gen).to(device)
-    return x, y
-
-
-def loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    x, y = batch
-    return F.cross_entropy(model(x), y)
+make_batch = batch_maker((IN_FEATURES,), CLASSES)
+loss = cross_entropy_loss
 
 
 def workload() -> Workload:
