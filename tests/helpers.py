@@ -7,6 +7,7 @@ import gc
 import json
 import os
 import tempfile
+import warnings
 
 import torch
 from torch import nn
@@ -34,15 +35,17 @@ def live_tensor_bytes() -> int:
     gc.collect()
     seen: set[int] = set()
     total = 0
-    for obj in gc.get_objects():
-        try:
-            if isinstance(obj, torch.Tensor) and obj.device.type == "cpu":
-                st = obj.untyped_storage()
-                if st.data_ptr() not in seen:
-                    seen.add(st.data_ptr())
-                    total += st.nbytes()
-        except Exception:  # noqa: BLE001 - some objects misbehave under isinstance
-            continue
+    with warnings.catch_warnings():  # isinstance() on deprecated torch aliases warns
+        warnings.simplefilter("ignore")
+        for obj in gc.get_objects():
+            try:
+                if isinstance(obj, torch.Tensor) and obj.device.type == "cpu":
+                    st = obj.untyped_storage()
+                    if st.data_ptr() not in seen:
+                        seen.add(st.data_ptr())
+                        total += st.nbytes()
+            except Exception:  # noqa: BLE001 - some objects misbehave under isinstance
+                continue
     return total
 
 
