@@ -25,11 +25,11 @@ from typing import Any, Literal
 import torch
 
 from ..errors import DeviceUnavailableError
+from ._env import INTERPRET_ENV as _INTERPRET_ENV
 from ._env import prepare_environment
 
 KernelMode = Literal["compiled", "interpreted", "unavailable"]
 
-_INTERPRET_ENV = "TRITON_INTERPRET"
 _TRUTHY = {"1", "true", "on", "yes"}  # the spellings triton.knobs' env_bool accepts
 
 

@@ -126,8 +126,6 @@ def _time_steps(step: _Step, backend: Backend, policy: TimingPolicy) -> tuple[fl
     started = time.perf_counter()
     while (len(times) < policy.max_timed_steps
            and time.perf_counter() - started < policy.budget_s
-           and Measurement("", 1, "", True, step_times_s=tuple(times)).step_time_iqr_fraction
-           is not None
            and Measurement("", 1, "", True, step_times_s=tuple(times)).noisy):
         times.append(backend.time_step(step))
     return tuple(times)
@@ -236,28 +234,17 @@ class ThroughputSweep:
     """
 
     def __init__(self, workload: Workload, backend: Backend, seed: int = 0):
-        self.workload, self.backend = workload, backend
+        self.backend = backend
         torch.manual_seed(seed)
-        with torch.device(backend.device):
-            self.model = workload.model_fn()
-        self.model.train()
-        self.optimizer = workload.optimizer_fn(self.model.parameters())
+        self.step = _Step(workload, 1, backend.device)
         self.times: dict[int, list[float]] = {}
-
-    def _step_fn(self, batch: Any):
-        def step() -> None:
-            self.workload.loss_fn(self.model, batch).backward()
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-        return step
 
     def time(self, batch_size: int, steps: int) -> list[float]:
         """One untimed step, then ``steps`` timed ones; appended to ``self.times``."""
         self.backend.start_timing(batch_size)
-        batch = self.workload.batch_fn(batch_size, self.backend.device)
-        step = self._step_fn(batch)
-        step()
-        taken = [self.backend.time_step(step) for _ in range(steps)]
+        self.step.batch = self.step.workload.batch_fn(batch_size, self.backend.device)
+        self.step()
+        taken = [self.backend.time_step(self.step) for _ in range(steps)]
         self.times.setdefault(batch_size, []).extend(taken)
         return taken
 
@@ -268,6 +255,6 @@ class ThroughputSweep:
                 self.time(b, steps_per_round)
 
     def close(self) -> None:
-        del self.model, self.optimizer
+        del self.step
         gc.collect()
         self.backend.cleanup()

@@ -265,8 +265,6 @@ def plot_peak_memory(result: ProfileResult, path: str | os.PathLike) -> Path:
 
 def plot_throughput(result: ProfileResult, path: str | os.PathLike) -> Path:
     """Throughput vs batch size (log2 x): medians with IQR bars, the fit, the knee marked."""
-    from matplotlib.ticker import ScalarFormatter
-
     fig, ax = _figure()
     timed = [p for p in result.points() if p.samples_per_s is not None]
     for p in timed:
@@ -292,13 +290,23 @@ def plot_throughput(result: ProfileResult, path: str | os.PathLike) -> Path:
     if result.max_batch is not None:
         ax.axvline(result.max_batch, color="tab:green", ls=":", lw=1.5,
                    label=f"max feasible {result.max_batch}")
+    return _save_log2_batch_plot(fig, ax, path, "samples / s",
+                                 f"{result.workload} on {result.device}: training throughput",
+                                 "no batch size fit, so none was timed")
+
+
+def _save_log2_batch_plot(fig, ax, path: str | os.PathLike, ylabel: str, title: str,
+                          empty_text: str) -> Path:
+    """Batch size on a log2 axis labelled 1 2 4 8 ..., grid, legend, saved to ``path``."""
+    from matplotlib.ticker import ScalarFormatter
+
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(ScalarFormatter())  # 1 2 4 8 ..., not 2^0 2^1 2^2
     ax.set_xlabel("batch size")
-    ax.set_ylabel("samples / s")
-    ax.set_title(f"{result.workload} on {result.device}: training throughput")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
-    _legend_or_placeholder(ax, "no batch size fit, so none was timed")
+    _legend_or_placeholder(ax, empty_text)
     fig.savefig(path)
     return Path(path)
 
@@ -329,14 +337,9 @@ def plot_utilization(result: ProfileResult, path: str | os.PathLike) -> Path | N
         unit = next(m.sample(name).unit for m in probes if m.sample(name) is not None)
         xs, ys = zip(*pts, strict=True)
         ax.plot(xs, ys, "o-", label=f"{name} (mean over timed steps, {unit})")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("batch size")
-    ax.set_ylabel("utilization")
-    ax.set_title(f"{result.workload} on {result.device}: what the device is doing")
-    ax.grid(alpha=0.3, which="both")
-    _legend_or_placeholder(ax, "no samples")
-    fig.savefig(path)
-    return Path(path)
+    return _save_log2_batch_plot(fig, ax, path, "utilization",
+                                 f"{result.workload} on {result.device}: what the device is "
+                                 "doing", "no samples")
 
 
 def plot_roofline(result: ProfileResult, path: str | os.PathLike) -> Path | None:

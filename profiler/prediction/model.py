@@ -132,37 +132,32 @@ class AffineTrace:
         n1 = np.array([e.nbytes for e in first.events], dtype=float)
         n2 = np.array([e.nbytes for e in second.events], dtype=float)
         slope = (n2 - n1) / (second.batch_size - first.batch_size)
-        return cls(
-            kinds=tuple(e.kind for e in first.events),
-            storage_ids=tuple(e.storage_id for e in first.events),
-            categories=tuple(e.category for e in first.events),
-            modules=tuple(e.module for e in first.events),
-            ops=tuple(e.op for e in first.events),
-            fixed=n1 - slope * first.batch_size,
-            per_sample=slope,
-            warmup_start=first.warmup_start,
-            step_start=first.step_start,
-            step_ops=first.step_ops,
-            off_device_storages=first.off_device_storages,
-            anchors=(first.batch_size, second.batch_size),
-        )
+        return cls._from_trace(first, n1 - slope * first.batch_size, slope,
+                               (first.batch_size, second.batch_size))
 
     @classmethod
     def constant(cls, trace: Trace) -> AffineTrace:
         """One trace taken as is (per-sample 0): for a size the affine model does not cover."""
+        return cls._from_trace(trace, np.array([e.nbytes for e in trace.events], dtype=float),
+                               np.zeros(len(trace.events)), (trace.batch_size,))
+
+    @classmethod
+    def _from_trace(cls, trace: Trace, fixed: np.ndarray, per_sample: np.ndarray,
+                    anchors: tuple[int, ...]) -> AffineTrace:
+        """The event structure of ``trace`` with the given byte model."""
         return cls(
             kinds=tuple(e.kind for e in trace.events),
             storage_ids=tuple(e.storage_id for e in trace.events),
             categories=tuple(e.category for e in trace.events),
             modules=tuple(e.module for e in trace.events),
             ops=tuple(e.op for e in trace.events),
-            fixed=np.array([e.nbytes for e in trace.events], dtype=float),
-            per_sample=np.zeros(len(trace.events)),
+            fixed=fixed,
+            per_sample=per_sample,
             warmup_start=trace.warmup_start,
             step_start=trace.step_start,
             step_ops=trace.step_ops,
             off_device_storages=trace.off_device_storages,
-            anchors=(trace.batch_size,),
+            anchors=anchors,
         )
 
     def sizes(self, batch_size: int) -> np.ndarray:
