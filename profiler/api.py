@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import statistics
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -89,9 +88,10 @@ class _Run:
     """The probes of one profile run, in order, on one backend."""
 
     def __init__(self, workload: Workload, backend: Backend, timing: TimingPolicy | None,
-                 sampler: Any, on_probe: Callable[[Measurement], None] | None):
+                 sampler: Any, on_probe: Callable[[Measurement], None] | None,
+                 on_status: Callable[[str], None] | None = None):
         self.workload, self.backend, self.timing = workload, backend, timing
-        self.sampler, self.on_probe = sampler, on_probe
+        self.sampler, self.on_probe, self.on_status = sampler, on_probe, on_status
         self.probes: list[Measurement] = []
 
     def measure(self, batch_size: int) -> Measurement:
@@ -102,6 +102,10 @@ class _Run:
             self.on_probe(m)
         return m
 
+    def status(self, message: str) -> None:
+        if self.on_status is not None:
+            self.on_status(message)
+
     def outcome(self, batch_size: int) -> Outcome:
         return Outcome.from_measurement(self.measure(batch_size))
 
@@ -109,32 +113,65 @@ class _Run:
         return [Outcome.from_measurement(m) for m in self.probes if m.feasible]
 
 
+def _noise_blurs(knee: KneeResult) -> bool:
+    """Would another round help: a curve of three sizes or more whose knee moves by more than
+    a doubling under resampling, or whose sizes have too few visits to resample at all?"""
+    interval = knee.knee_interval
+    return len(knee.fitted) >= 3 and (interval is None or interval[1] > 2 * interval[0])
+
+
 def _find_knee_on_one_model(run: _Run, ladder: list[int], alpha: float, multiple_of: int,
                             notes: list[str]) -> KneeResult:
     """The knee from a ThroughputSweep over the ladder (one model, interleaved rounds).
 
-    Refinement points are probed for the record (memory, feasibility) and timed on the same
-    model. If the sweep itself runs out of memory (a CUDA allocator fragmented by several
-    sizes), the knee falls back to the probes' own times, and a note says so.
+    Rounds: ``policy.sweep_rounds`` over the ladder, then one more at a time while the knee is
+    ambiguous (its bootstrap interval spans more than one doubling), within the policy's round
+    and time limits. Refinement sizes are probed for the record (memory, feasibility), then
+    timed in rounds together with the sizes either side of them, so the drift correction ties
+    them to the rest; the result is the knee of the final fit over every round. If the sweep
+    itself runs out of memory (a CUDA allocator fragmented by several sizes), the knee falls
+    back to the probes' own times, and a note says so.
     """
-    feasible = sorted(m.batch_size for m in run.probes if m.feasible and m.batch_size in ladder)
+    feasible = sorted({m.batch_size for m in run.probes if m.feasible and m.batch_size in ladder})
     timer = ThroughputSweep(run.workload, run.backend)
     policy = run.timing or TimingPolicy()
     oom = False
+
+    def rounds(sizes: list[int], count: int, why: str) -> None:
+        for _ in range(count):
+            timer.round(sizes, policy.steps_per_visit)
+            run.status(f"knee sweep round {timer.rounds} ({why}): batch "
+                       f"{', '.join(map(str, sorted(sizes)))}; {timer.elapsed_s:.1f} s so far")
+
     try:
-        timer.sweep(feasible, rounds=3, steps_per_round=max(1, policy.timed_steps // 2))
+        rounds(feasible, policy.sweep_rounds, "ladder")
+        knee = find_knee(timer.outcomes(), alpha=alpha, multiple_of=multiple_of)
+        while (_noise_blurs(knee) and timer.rounds < policy.max_sweep_rounds
+               and timer.elapsed_s < policy.sweep_budget_s):
+            interval = knee.knee_interval
+            rounds(feasible, 1, "too few rounds to judge the noise" if interval is None
+                   else f"resampling puts the knee anywhere in {interval[0]}..{interval[1]}")
+            knee = find_knee(timer.outcomes(), alpha=alpha, multiple_of=multiple_of)
 
         def refine(b: int) -> Outcome:
             probed = run.outcome(b)
             if not probed.feasible:
                 return probed
-            times = tuple(timer.time(b, 3 * max(1, policy.timed_steps // 2)))
-            return Outcome(b, True, b / statistics.median(times), times, None,
-                           probed.peak_bytes, probed.capacity_bytes)
+            sizes = timer.sizes
+            around = [max(s for s in sizes if s < b), b, min(s for s in sizes if s > b)]
+            rounds(around, policy.sweep_rounds, f"refining near {b}")
+            timed = next(o for o in timer.outcomes() if o.batch_size == b)
+            return dataclasses.replace(timed, peak_bytes=probed.peak_bytes,
+                                       capacity_bytes=probed.capacity_bytes)
 
-        points = [Outcome(b, True, b / statistics.median(t), tuple(t))
-                  for b, t in sorted(timer.times.items())]
-        return find_knee(points, alpha=alpha, refine=refine, multiple_of=multiple_of)
+        refined = find_knee(timer.outcomes(), alpha=alpha, refine=refine,
+                            multiple_of=multiple_of)
+        if not refined.refined:
+            return refined
+        final = find_knee(timer.outcomes(), alpha=alpha, multiple_of=multiple_of)
+        # the refinement's own notes (e.g. a size that did not fit) belong to the result too
+        extra = tuple(n for n in refined.notes if n.startswith("refinement"))
+        return dataclasses.replace(final, refined=refined.refined, notes=extra + final.notes)
     except Exception as exc:
         if not run.backend.is_oom(exc):
             raise
@@ -143,7 +180,7 @@ def _find_knee_on_one_model(run: _Run, ladder: list[int], alpha: float, multiple
         timer.close()
     if oom:
         notes.append("the one-model throughput sweep ran out of memory; the knee uses each "
-                     "probe's own timing instead (more sensitive to drift between probes)")
+                      "probe's own timing instead (more sensitive to drift between probes)")
     return find_knee(run.feasible_outcomes(), alpha=alpha, refine=run.outcome,
                      multiple_of=multiple_of)
 
@@ -273,6 +310,7 @@ def profile(
     timing: TimingPolicy | None = None,
     backend: Backend | None = None,
     on_probe: Callable[[Measurement], None] | None = None,
+    on_status: Callable[[str], None] | None = None,
     sampler: Any = None,
     roofline: bool = False,
 ) -> ProfileResult:
@@ -284,7 +322,8 @@ def profile(
     ``hint`` (or, when absent and ``use_prediction``, the prediction) seeds the search.
     ``roofline=True`` measures the device's ceilings once and adds FLOPs, achieved FLOP/s,
     MFU and the bound to each timed probe's ``extra`` (see batchprof.efficiency).
-    ``on_probe(m)`` sees each Measurement as it completes. ``backend`` replaces the one built
+    ``on_probe(m)`` sees each Measurement as it completes; ``on_status(text)`` hears what the
+    knee's throughput sweep is doing, a line per round. ``backend`` replaces the one built
     from ``device``/``memory_limit`` (tests pass a FakeBackend).
 
     Raises ConfigError for bad options; BudgetError when even ``min_batch`` does not fit
@@ -319,7 +358,7 @@ def profile(
     }
     if hint is not None:
         options["hint_source"] = "user"
-    run = _Run(wl, backend, timing, sampler, on_probe)
+    run = _Run(wl, backend, timing, sampler, on_probe, on_status)
     max_search: MaxBatchResult | None = None
     knee_result: KneeResult | None = None
     interrupted, failure = False, None

@@ -11,9 +11,10 @@ tensors alive until then.
 from __future__ import annotations
 
 import gc
+import statistics
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,9 @@ import torch
 from torch.utils._pytree import tree_leaves
 
 from .backends import Backend, make_backend, unique_storage_bytes
+from .drift import Visit, corrected_medians
 from .errors import BudgetError, ConfigError, StepError
+from .search import Outcome
 from .types import Measurement
 from .units import format_bytes, parse_bytes
 from .workload import Workload, load_workload
@@ -39,11 +42,25 @@ class TimingPolicy:
     max_timed_steps: int = 10
     target_iqr_fraction: float = 0.10
     budget_s: float = 2.0
+    # The knee's one-model sweep (api.profile): ``sweep_rounds`` rounds over the ladder, then
+    # one more at a time while the knee stays ambiguous, up to ``max_sweep_rounds`` and while
+    # the sweep has taken less than ``sweep_budget_s``.
+    sweep_rounds: int = 3
+    max_sweep_rounds: int = 8
+    sweep_budget_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.timed_steps < 1 or self.warmup_steps < 1:
             raise ConfigError("timed_steps and warmup_steps must be >= 1 (the first step "
                               "creates optimizer state and is never timed)")
+        if not 1 <= self.sweep_rounds <= self.max_sweep_rounds:
+            raise ConfigError(f"need 1 <= sweep_rounds <= max_sweep_rounds, got "
+                              f"{self.sweep_rounds} and {self.max_sweep_rounds}")
+
+    @property
+    def steps_per_visit(self) -> int:
+        """Timed steps per size per sweep round: half a probe's, as rounds repeat them."""
+        return max(1, self.timed_steps // 2)
 
 
 def validate_batch_size(batch_size: Any) -> int:
@@ -228,8 +245,9 @@ class ThroughputSweep:
     probes by more than it spreads within one (seen here: ±15–25% between probes at one batch
     size against 2–10% within a probe), which is enough to move a knee on a flat curve by two
     doublings. Timing every size on the same model and interleaving the sizes round by round
-    makes that drift hit all sizes alike; the knee is found on these pooled times. Memory is not
-    measured here (the probes did that); each step is preceded by an untimed one at that size
+    makes that drift hit all sizes alike, and what remains common to a round is divided out
+    (:mod:`batchprof.drift`); the knee is found on these corrected times. Memory is not
+    measured here (the probes did that); each visit starts with an untimed step at its size
     because the allocator's pattern changes with the size.
     """
 
@@ -237,22 +255,33 @@ class ThroughputSweep:
         self.backend = backend
         torch.manual_seed(seed)
         self.step = _Step(workload, 1, backend.device)
-        self.times: dict[int, list[float]] = {}
+        self.visits: list[Visit] = []
+        self.rounds = 0
+        self.elapsed_s = 0.0  # time spent in visits
 
-    def time(self, batch_size: int, steps: int) -> list[float]:
-        """One untimed step, then ``steps`` timed ones; appended to ``self.times``."""
-        self.backend.start_timing(batch_size)
-        self.step.batch = self.step.workload.batch_fn(batch_size, self.backend.device)
-        self.step()
-        taken = [self.backend.time_step(self.step) for _ in range(steps)]
-        self.times.setdefault(batch_size, []).extend(taken)
-        return taken
+    def round(self, sizes: Sequence[int], steps: int) -> None:
+        """One round: an untimed step, then ``steps`` timed ones, at each size in turn
+        (ascending in even rounds, descending in odd ones, so linear drift cancels)."""
+        ordered = sorted(sizes, reverse=self.rounds % 2 == 1)
+        for b in ordered:
+            started = time.perf_counter()
+            self.backend.start_timing(b)
+            self.step.batch = self.step.workload.batch_fn(b, self.backend.device)
+            self.step()
+            taken = tuple(self.backend.time_step(self.step) for _ in range(steps))
+            self.visits.append(Visit(self.rounds, b, taken))
+            self.elapsed_s += time.perf_counter() - started
+        self.rounds += 1
 
-    def sweep(self, sizes: list[int], rounds: int = 3, steps_per_round: int = 2) -> None:
-        """Time each size ``rounds`` times, visiting the sizes in alternating order."""
-        for r in range(rounds):
-            for b in (sizes if r % 2 == 0 else list(reversed(sizes))):
-                self.time(b, steps_per_round)
+    @property
+    def sizes(self) -> list[int]:
+        return sorted({v.batch_size for v in self.visits})
+
+    def outcomes(self) -> list[Outcome]:
+        """One Outcome per size; its ``step_times_s`` hold one drift-corrected median per
+        visit (see drift.corrected_medians), so the knee's noise model sees visits."""
+        return [Outcome(b, True, b / statistics.median(ts), ts)
+                for b, ts in corrected_medians(self.visits).items()]
 
     def close(self) -> None:
         del self.step

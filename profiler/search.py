@@ -506,7 +506,13 @@ def _kneedle(sizes: Sequence[int], fit: Sequence[float]) -> int | None:
         warnings.simplefilter("ignore")  # "no knee found" is an answer here, not a warning
         # online: keep looking past a first "knee" at a convex start (a sigmoid in log2 b)
         knee = KneeLocator(xs, ys, curve="concave", direction="increasing", online=True).knee
-    return None if knee is None else sizes[min(range(len(xs)), key=lambda i: abs(xs[i] - knee))]
+    if knee is None:
+        return None
+    i = min(range(len(xs)), key=lambda i: abs(xs[i] - knee))
+    # kneed answers even for a curve that is convex in log2 b (no bulge above the chord,
+    # e.g. throughput linear in b up to a plateau), typically with the first point: no knee
+    bulge = (ys[i] - ys[0]) / (ys[-1] - ys[0]) - (xs[i] - xs[0]) / (xs[-1] - xs[0])
+    return sizes[i] if bulge > 0 else None
 
 
 def _bootstrap_knees(points: Sequence[_Point], alpha: float, rounds: int, seed: int

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import sys
 import types
 
@@ -65,6 +66,63 @@ def test_throughput_still_rising_at_the_limit_recommends_the_max():
     r = profile(tiny_workload(), backend=fake(6, plateau_at=1000), timing=THREE_STEPS)
     assert r.max_batch == 6 and r.knee_batch == 6 and r.recommended_batch == 6
     assert "still rising" in r.recommendation_reason
+
+
+class SweepCountingFake(FakeBackend):
+    """fake(max_fitting), whose sweep visits are counted, with each visit's time multiplied by
+    ``drift(visit_index)`` and ``noise(visit_index)`` (common to a round vs per visit)."""
+
+    def __init__(self, max_fitting: int, drift=lambda i: 1.0, noise=lambda i: 1.0):
+        base = fake(max_fitting)
+        super().__init__(base._peak_bytes_fn, base.memory_limit_bytes,
+                         step_time_fn=lambda b: base._step_time_fn(b) * self.factor)
+        self.visits: list[int] = []
+        self.factor, self._drift, self._noise = 1.0, drift, noise
+
+    def start_probe(self, batch_size: int) -> None:
+        self.factor = 1.0
+        super().start_probe(batch_size)
+
+    def start_timing(self, batch_size: int) -> None:
+        i = len(self.visits)
+        self.factor = self._drift(i) * self._noise(i)
+        self.visits.append(batch_size)
+        super().start_timing(batch_size)
+
+
+def test_round_drift_in_the_sweep_does_not_move_the_knee():
+    """Each sweep round runs up to 40% slower or faster than the last, as whole rounds do on a
+    shared machine: the knee stays exact. Rounds: three over the ladder 1, 2, 4, 8, 12 (five
+    visits each), then refinement rounds of three sizes each."""
+    drift = [1.0, 1.4, 0.75, 1.2, 0.9, 1.3]
+
+    def round_drift(i: int) -> float:
+        return drift[i // 5] if i < 15 else drift[(3 + (i - 15) // 3) % len(drift)]
+
+    backend = SweepCountingFake(12, drift=round_drift)
+    r = profile(tiny_workload(), backend=backend, timing=THREE_STEPS)
+    assert r.knee_batch == 8 and r.knee.confidence == "high"
+    assert backend.visits.count(1) == 3  # an unambiguous knee needs no extra round
+
+
+@pytest.mark.parametrize("budget_s, expect", [(60.0, "more"), (0.0, "none")])
+def test_an_ambiguous_knee_gets_more_rounds_within_the_limits(budget_s, expect):
+    """Two rounds leave too few visits to judge the noise by (ambiguous): more rounds follow,
+    up to max_sweep_rounds, unless the sweep's time budget is spent."""
+    rng = random.Random(0)
+    noise = [math.exp(rng.gauss(0, 0.5)) for _ in range(500)]  # far noisier than any machine
+    backend = SweepCountingFake(12, noise=noise.__getitem__)
+    policy = TimingPolicy(timed_steps=3, max_timed_steps=3, sweep_rounds=2, max_sweep_rounds=6,
+                          sweep_budget_s=budget_s)
+    r = profile(tiny_workload(), backend=backend, timing=policy)
+    rounds = backend.visits.count(1)  # batch 1 is never a refinement size
+    assert (2 < rounds <= 6) if expect == "more" else rounds == 2, backend.visits
+    assert r.knee_batch is not None
+
+
+def test_sweep_rounds_must_not_exceed_their_limit():
+    with pytest.raises(ConfigError, match="sweep_rounds"):
+        TimingPolicy(sweep_rounds=4, max_sweep_rounds=3)
 
 
 def test_memory_that_fails_on_rerun_settles_below_and_says_so():

@@ -403,6 +403,14 @@ def test_kneedle_disagreement_is_reported():
     assert any("Kneedle" in n for n in result.notes)
 
 
+def test_kneedle_finds_no_knee_on_a_curve_convex_in_log2_b():
+    # throughput linear in b up to 64, then flat: on log2 b it bends upward, never concave
+    result = find_knee(exact(lambda b: 10.0 * min(b, 64)))
+    assert result.kneedle_batch is None and result.agree is None
+    assert result.knee_batch == 64
+    assert not any("Kneedle" in n for n in result.notes)
+
+
 def test_points_without_step_times_use_the_plain_alpha_rule_and_are_ambiguous():
     points = [Outcome(b, True, samples_per_s=hyperbolic(b)) for b in LADDER]
     result = find_knee(points)

@@ -82,6 +82,12 @@ class _Progress:
         if self.status is not None:
             self.status.update(f"probe {self.count + 1}: measuring...")
 
+    def sweep(self, message: str) -> None:
+        """A line per round of the knee's throughput sweep (between the probes' lines)."""
+        self.console.print(f"  [dim]{message}[/]", highlight=False, soft_wrap=True)
+        if self.status is not None:
+            self.status.update("timing the throughput ladder for the knee...")
+
 
 def probe_line(n: int, m: Any) -> str:
     from ..units import format_bytes
@@ -143,7 +149,8 @@ def run(args: argparse.Namespace, console: Any) -> int:
             kwargs = dict(backend=backend, min_batch=args.min_batch, max_batch=args.max_batch,
                           multiple_of=args.multiple_of, dataset_size=args.dataset_size,
                           alpha=args.alpha, hint=args.hint, use_prediction=not args.no_predict,
-                          timing=timing, on_probe=progress, sampler=sampler,
+                          timing=timing, on_probe=progress, on_status=progress.sweep,
+                          sampler=sampler,
                           roofline=not args.no_roofline)
             with sampler:
                 if out.is_terminal:
