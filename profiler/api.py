@@ -128,9 +128,9 @@ def _find_knee_on_one_model(run: _Run, ladder: list[int], alpha: float, multiple
     ambiguous (its bootstrap interval spans more than one doubling), within the policy's round
     and time limits. Refinement sizes are probed for the record (memory, feasibility), then
     timed in rounds together with the sizes either side of them, so the drift correction ties
-    them to the rest; the result is the knee of the final fit over every round. If the sweep
-    itself runs out of memory (a CUDA allocator fragmented by several sizes), the knee falls
-    back to the probes' own times, and a note says so.
+    them to the rest, and every fit uses all rounds so far. If the sweep itself runs out of
+    memory (a CUDA allocator fragmented by several sizes), the knee falls back to the probes'
+    own times, and a note says so.
     """
     feasible = sorted({m.batch_size for m in run.probes if m.feasible and m.batch_size in ladder})
     timer = ThroughputSweep(run.workload, run.backend)
@@ -164,14 +164,8 @@ def _find_knee_on_one_model(run: _Run, ladder: list[int], alpha: float, multiple
             return dataclasses.replace(timed, peak_bytes=probed.peak_bytes,
                                        capacity_bytes=probed.capacity_bytes)
 
-        refined = find_knee(timer.outcomes(), alpha=alpha, refine=refine,
-                            multiple_of=multiple_of)
-        if not refined.refined:
-            return refined
-        final = find_knee(timer.outcomes(), alpha=alpha, multiple_of=multiple_of)
-        # the refinement's own notes (e.g. a size that did not fit) belong to the result too
-        extra = tuple(n for n in refined.notes if n.startswith("refinement"))
-        return dataclasses.replace(final, refined=refined.refined, notes=extra + final.notes)
+        return find_knee(timer.outcomes(), alpha=alpha, refine=refine, multiple_of=multiple_of,
+                         current_points=timer.outcomes)
     except Exception as exc:
         if not run.backend.is_oom(exc):
             raise

@@ -45,7 +45,7 @@ class TimingPolicy:
     # The knee's one-model sweep (api.profile): ``sweep_rounds`` rounds over the ladder, then
     # one more at a time while the knee stays ambiguous, up to ``max_sweep_rounds`` and while
     # the sweep has taken less than ``sweep_budget_s``.
-    sweep_rounds: int = 3
+    sweep_rounds: int = 4
     max_sweep_rounds: int = 8
     sweep_budget_s: float = 30.0
 

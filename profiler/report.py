@@ -176,6 +176,8 @@ def summary_markdown(result: ProfileResult, files: dict[str, str] | None = None)
          str(result.knee_batch) if result.knee_batch else "n/a"],
         ["knee (alpha = 0.95)", str(result.knee_batch_95) if result.knee_batch_95 else "n/a"],
         ["knee confidence", knee.confidence if knee else "n/a"],
+        ["knee range (resampled, 10th-90th pct)", f"{knee.knee_interval[0]}..{knee.knee_interval[1]}"
+         if knee and knee.knee_interval else "n/a"],
         ["recommended batch", str(result.recommended_batch) if result.recommended_batch
          else "n/a"],
         ["probes", str(len(result.probes))],

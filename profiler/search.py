@@ -345,7 +345,7 @@ def find_max_batch(probe: Callable[[int], Outcome], *, start: int = 1, hint: int
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class KneeResult:
-    knee_batch: int | None  # smallest measured b whose fitted throughput reaches alpha * max
+    knee_batch: int | None  # the bagged alpha rule (see find_knee); = fit_knee_batch without noise
     knee_batch_95: int | None  # the same for alpha = 0.95
     alpha: float
     max_samples_per_s: float | None  # the fitted maximum
@@ -360,6 +360,7 @@ class KneeResult:
     throughput_falls: bool = False  # fitted throughput drops past peak_batch
     plateau_batch: int | None = None  # first b whose doubling gains < PLATEAU_GAIN
     refined: tuple[Outcome, ...] = ()  # what refine() returned, in call order
+    fit_knee_batch: int | None = None  # the alpha rule on the one fit of all the data
 
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)
@@ -532,9 +533,23 @@ def _bootstrap_knees(points: Sequence[_Point], alpha: float, rounds: int, seed: 
             for y in np.stack(columns, axis=1)]
 
 
+def _bagged(sizes: Sequence[int], knees: Sequence[int]) -> int:
+    """The measured size nearest (on log2 b) to the geometric mean of the resampled knees.
+
+    The alpha rule is a threshold: where the curve crosses alpha * max slowly, a few % of noise
+    flips it between sizes a doubling or more apart. Averaging it over resampled fits (bagging)
+    smooths that: on sweeps recorded here (lstm, mlp, transformer; 24 rounds cut into runs of
+    3 or 4) it cut the pairs of runs whose knees lay more than a doubling apart by 40-60% on the
+    lstm and never added any. Without noise every resampled knee is the rule's, and so is this.
+    """
+    centre = statistics.fmean(math.log2(k) for k in knees)
+    return min(sizes, key=lambda b: (abs(math.log2(b) - centre), b))
+
+
 def find_knee(points: Sequence[Outcome], *, alpha: float = 0.9,
               refine: Callable[[int], Outcome] | None = None, max_refine: int = 4,
-              multiple_of: int = 1, seed: int = 0) -> KneeResult:
+              multiple_of: int = 1, seed: int = 0,
+              current_points: Callable[[], Sequence[Outcome]] | None = None) -> KneeResult:
     """The throughput knee: the smallest batch size whose throughput is within ``alpha`` of the
     best, read off a fit rather than raw medians, which are noisy and not monotone.
 
@@ -543,9 +558,14 @@ def find_knee(points: Sequence[Outcome], *, alpha: float = 0.9,
     floored at the typical IQR of all points). When throughput clearly falls at large b
     (see ``_fit``) the fit is unimodal and the knee is taken against its peak.
     Knee: the smallest b whose fitted value reaches alpha * max, or falls short of it by less
-    than one standard error (only when every point has step times; see ``_alpha_knee``).
+    than one standard error (only when every point has step times; see ``_alpha_knee``) --
+    ``fit_knee_batch``; with step times to resample, ``knee_batch`` is that rule bagged over
+    the bootstrap fits (see ``_bagged``), the same size when the data are clean.
     Refinement: with ``refine``, up to ``max_refine`` more sizes (multiples of ``multiple_of``)
-    are measured at the geometric middle between the knee and the point below it.
+    are measured at the geometric middle between the knee and the point below it. A caller
+    whose refinement also re-times other sizes (and so changes their figures) passes
+    ``current_points()``: every fit after a refinement then uses all of its latest figures
+    instead of ``points`` plus the refined outcomes.
     Confidence: "ambiguous" when the knees of fits to 200 bootstrap resamples of the step
     times (10th..90th percentile, ``knee_interval``) span more than one doubling, when no point
     has step times to resample, or when fewer than three sizes were timed; else "high".
@@ -585,11 +605,26 @@ def find_knee(points: Sequence[Outcome], *, alpha: float = 0.9,
         if not outcome.feasible:
             notes.append(f"refinement at batch {mid} did not fit ({outcome.reason}); stopped")
             break
-        outcomes.append(outcome)
+        outcomes = list(current_points()) if current_points else outcomes + [outcome]
         pts, fit, falls, tol = fit_now()
 
     sizes = [p.batch_size for p in pts]
-    knee, knee95 = _alpha_knee(sizes, fit, alpha, tol), _alpha_knee(sizes, fit, 0.95, tol)
+    fit_knee, knee95 = _alpha_knee(sizes, fit, alpha, tol), _alpha_knee(sizes, fit, 0.95, tol)
+    knee, interval, confidence = fit_knee, None, "high"
+    if any(len(p.step_times_s) >= 3 for p in pts):
+        knees = sorted(_bootstrap_knees(pts, alpha, BOOTSTRAP_ROUNDS, seed))
+        knee = _bagged(sizes, knees)
+        interval = (knees[len(knees) // 10], knees[(len(knees) * 9) // 10])
+        if interval[1] > 2 * interval[0]:
+            confidence = "ambiguous"
+            notes.append(f"noise: resampled step times put the knee anywhere in "
+                         f"{interval[0]}..{interval[1]}; time more steps or repeat")
+    else:
+        confidence = "ambiguous"
+        notes.append("no step times to judge the noise by")
+    if len(pts) < 3:
+        confidence = "ambiguous"
+        notes.append(f"only {len(pts)} batch size(s) timed; a knee needs a curve")
     peak = sizes[fit.index(max(fit))]
     if falls:
         notes.append(f"throughput falls past batch {peak}; the knee is taken against that peak")
@@ -604,24 +639,9 @@ def find_knee(points: Sequence[Outcome], *, alpha: float = 0.9,
     agree = None if kneedle is None else abs(math.log2(kneedle / knee)) <= 1
     if agree is False:
         notes.append(f"Kneedle puts the knee at {kneedle}, more than one doubling from {knee}")
-
-    interval, confidence = None, "high"
-    if any(len(p.step_times_s) >= 3 for p in pts):
-        knees = sorted(_bootstrap_knees(pts, alpha, BOOTSTRAP_ROUNDS, seed))
-        interval = (knees[len(knees) // 10], knees[(len(knees) * 9) // 10])
-        if interval[1] > 2 * interval[0]:
-            confidence = "ambiguous"
-            notes.append(f"noise: resampled step times put the knee anywhere in "
-                         f"{interval[0]}..{interval[1]}; time more steps or repeat")
-    else:
-        confidence = "ambiguous"
-        notes.append("no step times to judge the noise by")
-    if len(pts) < 3:
-        confidence = "ambiguous"
-        notes.append(f"only {len(pts)} batch size(s) timed; a knee needs a curve")
     return KneeResult(
         knee_batch=knee, knee_batch_95=knee95, alpha=alpha, max_samples_per_s=max(fit),
         fitted=tuple(zip(sizes, fit, strict=True)), gain_per_doubling=gains,
         kneedle_batch=kneedle, agree=agree, confidence=confidence, notes=tuple(notes),
         knee_interval=interval, peak_batch=peak, throughput_falls=falls,
-        plateau_batch=plateau, refined=tuple(refined))
+        plateau_batch=plateau, refined=tuple(refined), fit_knee_batch=fit_knee)

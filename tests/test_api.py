@@ -316,10 +316,13 @@ def test_max_batch_equals_exhaustive_truth(name):
 
 
 @pytest.mark.slow
-def test_knees_of_two_runs_agree_within_one_doubling():
+@pytest.mark.parametrize("name, budget_scale", [("cnn", 3), ("mlp", 1.5)])
+def test_knees_of_two_runs_agree_within_one_doubling(name, budget_scale):
+    """The cnn bends sharply (max 21); the mlp (max 1436) saturates slowly, so its 90%
+    crossing sits on a shallow slope where a few % of noise used to move it 2.6x."""
     knees = []
     for _ in range(2):
-        r = profile("cnn", "cpu", SMALL_BUDGETS["cnn"] * 3, use_prediction=False)
+        r = profile(name, "cpu", int(SMALL_BUDGETS[name] * budget_scale))
         assert r.knee_batch is not None
         knees.append(r.knee_batch)
     assert abs(math.log2(knees[0] / knees[1])) <= 1, knees

@@ -94,13 +94,13 @@ def pooled_knee(visits: list[Visit], *, correct: bool) -> int:
 
 def test_drifting_rounds_move_the_raw_knee_but_not_the_corrected_one():
     """Round factors as measured on this VM (sd of log ~0.15) and per-visit noise left after
-    the common factor (sd ~0.04), three rounds, twelve seeds: the raw pooled knees spread over
-    more than one doubling; the corrected ones stay within one doubling of the truth."""
+    the common factor (sd ~0.04), three rounds, twelve seeds: the raw pooled knees are a
+    doubling off the truth in several seeds; the corrected ones are the truth in every one."""
     raw, corrected = [], []
     for seed in range(12):
         rng = random.Random(100 + seed)
         visits = sweep([math.exp(rng.gauss(0, 0.15)) for _ in range(3)], noise=0.04, seed=seed)
         raw.append(pooled_knee(visits, correct=False))
         corrected.append(pooled_knee(visits, correct=True))
-    assert max(raw) / min(raw) > 2, raw  # the problem is real on this model of the machine
-    assert all(abs(math.log2(k / true_knee())) <= 1 for k in corrected), corrected
+    assert sum(k != true_knee() for k in raw) >= 3, raw  # the problem is real here
+    assert corrected == [true_knee()] * 12, corrected

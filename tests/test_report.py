@@ -72,6 +72,8 @@ def test_write_report_files_read_back(result, tmp_path):
     summary = files.summary_md.read_text()
     assert "| max feasible batch | 12 |" in summary
     assert "| knee (alpha = 0.9) | 8 |" in summary
+    low, high = result.knee.knee_interval
+    assert f"| knee range (resampled, 10th-90th pct) | {low}..{high} |" in summary
     assert result.recommendation_reason in summary
     assert files.probes_jsonl is None  # no ProbeLog wrote here
 

@@ -64,6 +64,7 @@ def test_run_writes_a_report_and_a_summary(tmp_path, capsys):
     logged = read_probe_log(directory / PROBE_LOG)
     assert [m["batch_size"] for m in data["probes"]] == [m.batch_size for m in logged]
     assert out.count("  probe ") == len(logged)  # one live line per probe
+    assert "knee sweep round 1 (ladder): batch 1, 2, 4, 8" in out  # progress while timing
     for text in ("memory budget: 64.00 MiB", "max feasible batch", "throughput knee",
                  "recommended batch", "probes used", "time spent",
                  f"report written to {directory}"):
