@@ -100,7 +100,8 @@ def test_round_drift_in_the_sweep_does_not_move_the_knee():
         return drift[i // 5] if i < 15 else drift[(3 + (i - 15) // 3) % len(drift)]
 
     backend = SweepCountingFake(12, drift=round_drift)
-    r = profile(tiny_workload(), backend=backend, timing=THREE_STEPS)
+    policy = TimingPolicy(timed_steps=3, max_timed_steps=3, sweep_rounds=3)
+    r = profile(tiny_workload(), backend=backend, timing=policy)
     assert r.knee_batch == 8 and r.knee.confidence == "high"
     assert backend.visits.count(1) == 3  # an unambiguous knee needs no extra round
 

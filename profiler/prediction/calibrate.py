@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from ..backends.base import unique_storage_bytes
-from ..backends.cpu import allocator_peak_from_profile, quiet_stderr
+from ..backends.cpu import allocator_peak_from_profile, collector_paused, quiet_stderr
 from ..errors import StepError
 from ..workload import Workload
 from .model import AffineTrace, Curve, OpCorrection
@@ -128,8 +128,8 @@ def record_cpu_step(workload: Workload, batch_size: int, *, seed: int = 0) -> _R
     def window(resident: list[torch.Tensor]) -> Iterator[None]:
         holder["resident"] = unique_storage_bytes(resident)
         activities = [torch.profiler.ProfilerActivity.CPU]
-        with quiet_stderr(), torch.profiler.profile(activities=activities,
-                                                     profile_memory=True) as prof:
+        with collector_paused(), quiet_stderr(), torch.profiler.profile(
+                activities=activities, profile_memory=True) as prof:
             yield
         holder["prof"] = prof
 
