@@ -116,8 +116,7 @@ class _Run:
 def _noise_blurs(knee: KneeResult) -> bool:
     """Would another round help: a curve of three sizes or more whose knee moves by more than
     a doubling under resampling, or whose sizes have too few visits to resample at all?"""
-    interval = knee.knee_interval
-    return len(knee.fitted) >= 3 and (interval is None or interval[1] > 2 * interval[0])
+    return knee.confidence == "ambiguous" and len(knee.fitted) >= 3  # find_knee's own verdict
 
 
 def _find_knee_on_one_model(run: _Run, ladder: list[int], alpha: float, multiple_of: int,

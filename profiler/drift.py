@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -47,11 +48,9 @@ def round_factors(visits: Sequence[Visit]) -> dict[int, float]:
     """
     cells: dict[tuple[int, int], float] = {}  # a repeated visit in one round: the later one
     for v in visits:
-        if v.step_times_s and statistics.median(v.step_times_s) > 0:
-            cells[v.round_index, v.batch_size] = math.log(statistics.median(v.step_times_s))
-    counts: dict[int, int] = {}
-    for r, _ in cells:
-        counts[r] = counts.get(r, 0) + 1
+        if v.step_times_s and (median := statistics.median(v.step_times_s)) > 0:
+            cells[v.round_index, v.batch_size] = math.log(median)
+    counts = Counter(r for r, _ in cells)
     rounds = sorted(r for r, n in counts.items() if n >= 2)
     factors = {v.round_index: 1.0 for v in visits}
     if len(rounds) < 2:
@@ -77,9 +76,7 @@ def _inliers(keys: Sequence[tuple[int, int]], residuals: np.ndarray) -> np.ndarr
     """Visits within OUTLIER_SCALES robust scales of the fit; a round keeps at least two."""
     scale = max(1.4826 * float(np.median(np.abs(residuals))), MIN_SCALE)
     keep = np.ones(len(keys), dtype=bool)
-    left: dict[int, int] = {}
-    for r, _ in keys:
-        left[r] = left.get(r, 0) + 1
+    left = Counter(r for r, _ in keys)
     for i in np.argsort(-np.abs(residuals)):
         r = keys[i][0]
         if abs(residuals[i]) <= OUTLIER_SCALES * scale:
