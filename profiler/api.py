@@ -258,8 +258,11 @@ def _recommend(max_batch: int | None, knee: KneeResult | None, probes: list[Meas
     share = fitted.get(k, 0.0) / best if best else 0.0
     peak = max((m.peak_allocated_bytes or 0 for m in probes
                 if m.batch_size == k and m.feasible), default=None)
-    # The knee may sit a standard error below alpha x best (search.find_knee): say so.
-    within = "" if share >= knee.alpha else " within measurement noise"
+    # The knee may sit below alpha x best on the isotonic fit: it was read off the step-time
+    # model, or a standard error short of it counts (search.find_knee). Say which.
+    within = ("" if share >= knee.alpha
+              else " by the step-time model fitted to every size" if knee.step_time_model
+              else " within measurement noise")
     return k, (f"the throughput knee: the smallest batch reaching {knee.alpha:.0%} of the best "
                f"throughput ({best:.1f} samples/s){within}; fitted {share:.0%} at batch {k}, "
                f"{format_bytes(peak)} peak memory, leaving headroom below the largest batch "

@@ -34,6 +34,8 @@ from .units import format_bytes
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
+    from .search import KneeResult
+
 DEFAULT_REPORTS_DIR = "reports"
 PROBE_LOG = "probes.jsonl"
 MiB = 1024**2
@@ -163,6 +165,17 @@ def _fmt(value: float | None, fmt: str) -> str:
         else fmt.format(value)
 
 
+def _knee_source(knee: KneeResult | None) -> str:
+    if knee is None or knee.knee_batch is None:
+        return "n/a"
+    model = knee.step_time_model
+    if model is None:
+        return "the isotonic fit of the measured throughput"
+    return (f"the step-time model t(b) = {model.overhead_s * 1e3:.3g} ms + "
+            f"{model.per_sample_s * 1e6:.3g} us x b (limit "
+            f"{model.limit_samples_per_s:,.0f} samples/s)")
+
+
 def summary_markdown(result: ProfileResult, files: dict[str, str] | None = None) -> str:
     knee = result.knee
     status = ("partial (interrupted)" if result.interrupted
@@ -178,6 +191,7 @@ def summary_markdown(result: ProfileResult, files: dict[str, str] | None = None)
         ["knee confidence", knee.confidence if knee else "n/a"],
         ["knee range (resampled, 10th-90th pct)", f"{knee.knee_interval[0]}..{knee.knee_interval[1]}"
          if knee and knee.knee_interval else "n/a"],
+        ["knee read off", _knee_source(knee)],
         ["recommended batch", str(result.recommended_batch) if result.recommended_batch
          else "n/a"],
         ["probes", str(len(result.probes))],

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .search import KneeResult, MaxBatchResult, Outcome
+from .step_model import StepTimeModel
 from .types import Measurement
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -189,4 +190,6 @@ def knee_from_dict(d: dict[str, Any]) -> KneeResult:
     if d.get("knee_interval") is not None:
         kwargs["knee_interval"] = tuple(d["knee_interval"])
     kwargs["refined"] = tuple(outcome_from_dict(o) for o in d.get("refined", ()))
+    if d.get("step_time_model") is not None:
+        kwargs["step_time_model"] = StepTimeModel(**d["step_time_model"])
     return KneeResult(**kwargs)

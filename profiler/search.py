@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConfigError
+from .step_model import StepTimeModel, agrees, fit_step_time
 
 PLATEAU_GAIN = 0.05  # a doubling that gains less than this is on the plateau
 MIN_SPREAD = 0.02  # floor on a point's relative IQR: run-to-run drift exceeds in-run spread
@@ -34,6 +35,7 @@ FALL_CHI2 = 9.0  # weighted-SSE gain (a chi-square, ~3 sigma) to accept "through
 MAX_EXTRAPOLATIONS = 4  # memory-guided probes per search before the plain ladder takes over
 BOOTSTRAP_ROUNDS = 200
 TOLERANCE_SE = 1.0  # a point within this many standard errors of alpha * max reaches it
+MODEL_TOLERANCE = 0.10  # the step-time model must stay this close to the isotonic fit
 
 
 def _to_dict(obj: Any) -> dict[str, Any]:
@@ -361,6 +363,7 @@ class KneeResult:
     plateau_batch: int | None = None  # first b whose doubling gains < PLATEAU_GAIN
     refined: tuple[Outcome, ...] = ()  # what refine() returned, in call order
     fit_knee_batch: int | None = None  # the alpha rule on the one fit of all the data
+    step_time_model: StepTimeModel | None = None  # when the knee was read off it (see find_knee)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)
@@ -516,6 +519,28 @@ def _kneedle(sizes: Sequence[int], fit: Sequence[float]) -> int | None:
     return sizes[i] if bulge > 0 else None
 
 
+def _read_knee(sizes: Sequence[int], fit: Sequence[float], rates: Sequence[float],
+               weights: Sequence[float], alpha: float, tolerance: Sequence[float] | None,
+               falls: bool) -> tuple[int, StepTimeModel | None]:
+    """The alpha rule on the step-time model where it agrees with the isotonic fit (within
+    MODEL_TOLERANCE from half the earlier of the two knees up), else on the isotonic fit.
+
+    The model pools every size, so its crossing does not hinge on the one or two points nearest
+    it (see :mod:`batchprof.step_model`); where it does not describe the curve (throughput
+    falls, a GPU's flat-then-linear step time) the model-free rule stands. The knee is a
+    measured size either way: the smallest whose modelled throughput reaches alpha times the
+    modelled throughput at the largest size.
+    """
+    knee = _alpha_knee(sizes, fit, alpha, tolerance)
+    model = None if falls else fit_step_time(sizes, rates, weights)
+    if model is None:
+        return knee, None
+    model_knee = _alpha_knee(sizes, [model.samples_per_s(b) for b in sizes], alpha)
+    if not agrees(model, sizes, fit, min(knee, model_knee) / 2, MODEL_TOLERANCE):
+        return knee, None
+    return model_knee, model
+
+
 def _bootstrap_knees(points: Sequence[_Point], alpha: float, rounds: int, seed: int
                      ) -> list[int]:
     """Knees of fits to resampled data: each point's step times drawn with replacement."""
@@ -529,8 +554,11 @@ def _bootstrap_knees(points: Sequence[_Point], alpha: float, rounds: int, seed: 
             columns.append(np.full(rounds, p.samples_per_s))
     sizes, w = [p.batch_size for p in points], [p.weight for p in points]
     tolerance = w if all(len(p.step_times_s) >= 3 for p in points) else None
-    return [_alpha_knee(sizes, _fit(list(y), w, None)[0], alpha, tolerance)
-            for y in np.stack(columns, axis=1)]
+    knees = []
+    for y in np.stack(columns, axis=1):
+        fit, falls = _fit(list(y), w, None)
+        knees.append(_read_knee(sizes, fit, list(y), w, alpha, tolerance, falls)[0])
+    return knees
 
 
 def _bagged(sizes: Sequence[int], knees: Sequence[int]) -> int:
@@ -558,9 +586,13 @@ def find_knee(points: Sequence[Outcome], *, alpha: float = 0.9,
     floored at the typical IQR of all points). When throughput clearly falls at large b
     (see ``_fit``) the fit is unimodal and the knee is taken against its peak.
     Knee: the smallest b whose fitted value reaches alpha * max, or falls short of it by less
-    than one standard error (only when every point has step times; see ``_alpha_knee``) --
-    ``fit_knee_batch``; with step times to resample, ``knee_batch`` is that rule bagged over
-    the bootstrap fits (see ``_bagged``), the same size when the data are clean.
+    than one standard error (only when every point has step times; see ``_alpha_knee``).
+    Where a step-time model t(b) = overhead + per_sample * b (:mod:`batchprof.step_model`)
+    stays within MODEL_TOLERANCE of the isotonic fit from half the knee up, the rule reads
+    the model instead (``step_time_model`` is then set): it pools every size, where the
+    isotonic crossing hinges on the points nearest it (see ``_read_knee``). That is
+    ``fit_knee_batch``; with step times to resample, ``knee_batch`` is the same rule bagged
+    over the bootstrap fits (see ``_bagged``), the same size when the data are clean.
     Refinement: with ``refine``, up to ``max_refine`` more sizes (multiples of ``multiple_of``)
     are measured at the geometric middle between the knee and the point below it. A caller
     whose refinement also re-times other sizes (and so changes their figures) passes
@@ -585,13 +617,17 @@ def find_knee(points: Sequence[Outcome], *, alpha: float = 0.9,
         # tolerance needs measured spreads; without step times the weights are guesses
         return pts, fit, falls, (w if all(len(p.step_times_s) >= 3 for p in pts) else None)
 
+    def knee_now(a: float) -> tuple[int, StepTimeModel | None]:
+        return _read_knee([p.batch_size for p in pts], fit, [p.samples_per_s for p in pts],
+                          [p.weight for p in pts], a, tol, falls)
+
     pts, fit, falls, tol = fit_now()
     if not pts:
         return KneeResult(None, None, alpha, None, (), (), None, None, "ambiguous",
                           ("no feasible batch size with a throughput to fit",))
     while refine is not None and len(refined) < max_refine:
         sizes = [p.batch_size for p in pts]
-        knee = _alpha_knee(sizes, fit, alpha, tol)
+        knee = knee_now(alpha)[0]
         below = [b for b in sizes if b < knee]
         if not below:
             break
@@ -609,8 +645,12 @@ def find_knee(points: Sequence[Outcome], *, alpha: float = 0.9,
         pts, fit, falls, tol = fit_now()
 
     sizes = [p.batch_size for p in pts]
-    fit_knee, knee95 = _alpha_knee(sizes, fit, alpha, tol), _alpha_knee(sizes, fit, 0.95, tol)
+    (fit_knee, model), knee95 = knee_now(alpha), knee_now(0.95)[0]
     knee, interval, confidence = fit_knee, None, "high"
+    if model is not None:
+        notes.append(f"knee read off the step-time model t(b) = {model.overhead_s * 1e3:.3g} ms "
+                     f"+ {model.per_sample_s * 1e6:.3g} us x b (within {MODEL_TOLERANCE:.0%} "
+                     f"of the isotonic fit near the knee and above)")
     if any(len(p.step_times_s) >= 3 for p in pts):
         knees = sorted(_bootstrap_knees(pts, alpha, BOOTSTRAP_ROUNDS, seed))
         knee = _bagged(sizes, knees)
@@ -644,4 +684,5 @@ def find_knee(points: Sequence[Outcome], *, alpha: float = 0.9,
         fitted=tuple(zip(sizes, fit, strict=True)), gain_per_doubling=gains,
         kneedle_batch=kneedle, agree=agree, confidence=confidence, notes=tuple(notes),
         knee_interval=interval, peak_batch=peak, throughput_falls=falls,
-        plateau_batch=plateau, refined=tuple(refined), fit_knee_batch=fit_knee)
+        plateau_batch=plateau, refined=tuple(refined), fit_knee_batch=fit_knee,
+        step_time_model=model)

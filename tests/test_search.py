@@ -374,6 +374,41 @@ def test_high_confidence_noisy_knees_stay_near_the_clean_knee():
                 assert any("noise" in n for n in r.notes)
 
 
+def slow(b: int) -> float:  # saturates slowly: the 0.9 crossing lies on a shallow slope
+    return 1000 * b / (b + 64)
+
+
+def biased(curve, seed: int, bias: float = 0.08) -> list[Outcome]:
+    """Each size off by up to +-bias for the whole run (a machine state that lasts a run:
+    seen here on the built-in MLP), with 2% step-time noise on top."""
+    rng = np.random.default_rng(seed)
+    outcomes = []
+    for b in LADDER:
+        t = b / (curve(b) * (1 + rng.uniform(-bias, bias)))
+        outcomes.append(Outcome(b, True, step_times_s=tuple(t * np.exp(rng.normal(0, 0.02, 7)))))
+    return outcomes
+
+
+def test_a_slow_curve_is_read_off_the_step_time_model_and_holds_still(monkeypatch):
+    import batchprof.search as search
+
+    results = [find_knee(biased(slow, seed)) for seed in range(30)]
+    # +-8% at one size can push the model more than 10% off the isotonic fit: then it stands down
+    assert sum(r.step_time_model is not None for r in results) >= 25
+    assert {r.knee_batch for r in results} == {512}  # crossing of the clean curve: b = 354
+    assert any("step-time model" in n for n in results[0].notes)
+    monkeypatch.setattr(search, "MODEL_TOLERANCE", -1.0)  # the isotonic rule alone
+    alone = {find_knee(biased(slow, seed)).knee_batch for seed in range(30)}
+    assert max(alone) >= 4 * min(alone)  # two doublings apart: why the model is there
+
+
+def test_no_step_time_model_where_it_does_not_describe_the_curve():
+    for curve in (corner, falling):  # flat-then-full (a GPU), or falling past a peak
+        result = find_knee(exact(curve))
+        assert result.step_time_model is None
+        assert not any("step-time model" in n for n in result.notes)
+
+
 def test_refine_bisects_between_the_point_below_and_the_knee():
     asked: list[int] = []
 
