@@ -171,9 +171,8 @@ def _knee_source(knee: KneeResult | None) -> str:
     model = knee.step_time_model
     if model is None:
         return "the isotonic fit of the measured throughput"
-    return (f"the step-time model t(b) = {model.overhead_s * 1e3:.3g} ms + "
-            f"{model.per_sample_s * 1e6:.3g} us x b (limit "
-            f"{model.limit_samples_per_s:,.0f} samples/s)")
+    return (f"the step-time model {model.describe()} "
+            f"(limit {model.limit_samples_per_s:,.0f} samples/s)")
 
 
 def summary_markdown(result: ProfileResult, files: dict[str, str] | None = None) -> str:

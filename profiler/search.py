@@ -648,9 +648,8 @@ def find_knee(points: Sequence[Outcome], *, alpha: float = 0.9,
     (fit_knee, model), knee95 = knee_now(alpha), knee_now(0.95)[0]
     knee, interval, confidence = fit_knee, None, "high"
     if model is not None:
-        notes.append(f"knee read off the step-time model t(b) = {model.overhead_s * 1e3:.3g} ms "
-                     f"+ {model.per_sample_s * 1e6:.3g} us x b (within {MODEL_TOLERANCE:.0%} "
-                     f"of the isotonic fit near the knee and above)")
+        notes.append(f"knee read off the step-time model {model.describe()} (within "
+                     f"{MODEL_TOLERANCE:.0%} of the isotonic fit near the knee and above)")
     if any(len(p.step_times_s) >= 3 for p in pts):
         knees = sorted(_bootstrap_knees(pts, alpha, BOOTSTRAP_ROUNDS, seed))
         knee = _bagged(sizes, knees)

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .units import format_seconds
+
 
 @dataclass(frozen=True)
 class StepTimeModel:
@@ -38,6 +40,10 @@ class StepTimeModel:
     def limit_samples_per_s(self) -> float:
         """Throughput as the batch grows without bound."""
         return 1.0 / self.per_sample_s
+
+    def describe(self) -> str:
+        return (f"t(b) = {format_seconds(self.overhead_s)} + "
+                f"{format_seconds(self.per_sample_s)} x b")
 
 
 def fit_step_time(sizes: Sequence[int], samples_per_s: Sequence[float],

@@ -64,3 +64,7 @@ def test_a_knee_read_off_the_model_round_trips_through_json():
     assert knee.step_time_model.overhead_s == pytest.approx(0.01)
     assert knee.step_time_model.per_sample_s == pytest.approx(1e-4)
     assert knee_from_dict(json.loads(json.dumps(knee.to_dict()))) == knee
+
+
+def test_describe_names_both_costs_with_units():
+    assert StepTimeModel(6.08e-3, 2.06e-3).describe() == "t(b) = 6.08 ms + 2.06 ms x b"

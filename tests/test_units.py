@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from batchprof.errors import ConfigError
-from batchprof.units import format_bytes, parse_bytes
+from batchprof.units import format_bytes, format_seconds, parse_bytes
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -25,3 +25,9 @@ def test_format_bytes_never_shows_missing_as_zero():
     assert format_bytes(None) == "n/a"
     assert format_bytes(1536) == "1.50 KiB"
     assert format_bytes(12) == "12 B"
+
+
+def test_format_seconds_picks_a_unit_and_never_shows_missing_as_zero():
+    assert [format_seconds(s) for s in (1.5, 2.06e-3, 90e-6, 3e-9)] == [
+        "1.5 s", "2.06 ms", "90 us", "3 ns"]
+    assert format_seconds(None) == "n/a"
