@@ -6,7 +6,8 @@ shallow slope, and an isotonic fit, which reads it off the one or two points nea
 by a doubling when those points shift by a few percent -- as they do between runs on a shared
 machine (measured here, 8 runs of ``mlp``: relative throughput at 512 ranged 0.78..0.98 of the
 maximum, knees 362..724). Two parameters fitted to every timed size pool all of them: on the
-same 8 runs the model's crossing ranged 453..541.
+same 8 runs' first four rounds the model's (unrounded) crossing ranged 453..541, and 8 new
+runs reading the knee off it gave 362..512.
 
 The model is the classic one for a step that has per-step overhead (kernel launches, Python,
 optimizer bookkeeping) and work proportional to the batch; throughput ``b / t(b)`` rises and
