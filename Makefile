@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # and pip never pulls a multi-GB CUDA build. Override on a GPU machine: make TORCH_SPEC=torch
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup run test bench lint clean
+.PHONY: setup run test bench lint clean gpu-check
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,13 @@ bench: setup
 
 lint: setup
 	$(BIN)/ruff check profiler kernels tests benches
+
+# The GPU check (issue 17; README "GPU check"). On a GPU machine: `make gpu-check` with the
+# image's python3 writes into $$OUT (or OUT=dir); `make gpu-check DRY=1` is the CPU dry run in
+# the venv. Without make: `bash scripts/gpu_check.sh DIR [--dry-run]`.
+OUT ?= reports/gpu-check
+gpu-check: $(if $(DRY),setup)
+	PYTHON=$(if $(DRY),$(BIN)/python,$(PYTHON)) bash scripts/gpu_check.sh "$(OUT)" $(if $(DRY),--dry-run)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
