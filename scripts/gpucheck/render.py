@@ -63,6 +63,10 @@ def markdown(report: dict[str, Any]) -> str:
                 "that need CUDA say so as `skipped` with the reason. No figure here is a GPU "
                 "figure.", ""]
     out += ["## Summary", "", "```", *summary_lines(report), "```", ""]
+    name = report["summary"].get("record_name")
+    if name:
+        out += [f"To keep these figures: `cp gpu-check.json tests/data/gpu/{name}` "
+                "(tests/test_gpu_check.py re-checks the prediction against them).", ""]
     inst = report.get("install", {})
     out += ["## Install", "", f"method: **{inst.get('method')}**, ok: {inst.get('ok')}; "
             f"optional libraries: {_cell((inst.get('info') or {}).get('optional'))}", ""]

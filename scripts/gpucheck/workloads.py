@@ -34,8 +34,8 @@ VIT_TINY: dict[str, Any] = {"kind": "timm", "model": "vit_tiny_patch16_224",
 
 
 def spec_name(spec: dict[str, Any]) -> str:
-    if spec["kind"] == "builtin":
-        base = spec["name"]
+    if spec["kind"] == "builtin":  # a built-in name or "module:attr"
+        base = spec["name"].rpartition(":")[2]
     elif spec["kind"] == "gpt2":
         base = f"gpt2-L{spec['config'].get('n_layer', 12)}-s{spec['seq_len']}"
     else:
@@ -130,14 +130,14 @@ def _timm(model: str, kwargs: dict[str, Any], image_size: int,
 
 
 def tiny_wide() -> batchprof.Workload:
-    """The dry run's `batchprof run` workload: 64 KiB of input per sample into a small
-    Linear, so a few MiB of budget hold a max batch in the tens and every step takes
-    milliseconds (``gpucheck.workloads:tiny_wide`` on the command line)."""
-    features, classes = 16384, 8
+    """The dry run's workload: 64 KiB of input per sample into a 256 KiB Linear, so 2 MiB of
+    budget hold a max batch around ten and every step takes milliseconds
+    (``gpucheck.workloads:tiny_wide`` on the command line)."""
+    features, classes = 16384, 4
 
     def model_fn() -> torch.nn.Module:
-        return torch.nn.Sequential(torch.nn.Linear(features, 16), torch.nn.ReLU(),
-                                   torch.nn.Linear(16, classes))
+        return torch.nn.Sequential(torch.nn.Linear(features, 4), torch.nn.ReLU(),
+                                   torch.nn.Linear(4, classes))
 
     def batch_fn(batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         gen = torch.Generator().manual_seed(batch_size)
@@ -148,4 +148,4 @@ def tiny_wide() -> batchprof.Workload:
         return torch.nn.functional.cross_entropy(model(batch[0]), batch[1])
 
     return batchprof.Workload("tiny_wide", model_fn, batch_fn, loss_fn,
-                              description=f"Linear {features}->16->{classes} (dry run)")
+                              description=f"Linear {features}->4->{classes} (dry run)")
