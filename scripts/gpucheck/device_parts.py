@@ -132,10 +132,11 @@ def _busy(dev: str, seconds: float) -> None:
     side = 256 if dev == "cpu" else 8192
     dtype = torch.float32 if dev == "cpu" else torch.bfloat16
     x = torch.randn(side, side, device=dev, dtype=dtype)
+    y = torch.empty_like(x)  # the same random operands every time: power depends on the data
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         for _ in range(20):
-            x = torch.mm(x, x).div_(side)
+            torch.mm(x, x, out=y)
         if dev == "cuda":
             torch.cuda.synchronize()
 
@@ -177,7 +178,6 @@ def _torch_rates(c: Any, cuda: bool, repeats: int) -> dict[str, float]:
     rates = {"copy_gbps": 2 * 4 * n / _best_time_s(lambda: a.copy_(b), repeats, cuda) / 1e9,
              "triad_gbps": 3 * 4 * n / _best_time_s(
                  lambda: torch.add(b, d, alpha=3.0, out=a), repeats, cuda) / 1e9}
-    del a, b, d
     dtypes = {"float32": torch.float32, "tf32": torch.float32, "float16": torch.float16,
               "bfloat16": torch.bfloat16}
     previous = torch.backends.cuda.matmul.allow_tf32
@@ -220,8 +220,9 @@ def triton(rec: Recorder, dtypes: tuple[str, ...] = ("bfloat16",), bandwidth: bo
     ``dtypes``: the matmuls to run (float32 also gives tf32); each costs an autotune over
     12 configs at 8192^3 on a cold Triton cache, hence bf16 here and fp32 in a part of its own.
     """
-    import batchprof
     import torch
+
+    import batchprof
 
     cuda = not rec.dry_run
     dev = common.device(rec.dry_run)

@@ -101,7 +101,7 @@ def _compare(rec: Recorder, spec: dict[str, Any], b: int, p: Any, m: Any,
 
 
 RUN_SETUP = {False: ("transformer", "8GiB"), True: ("gpucheck.workloads:tiny_wide", "2MiB")}
-FRESH_PROBE_RESERVE_S = {False: 40.0, True: 25.0}
+FRESH_PROBE_RESERVE_S = {False: 30.0, True: 25.0}
 
 
 def run_exhaustive(rec: Recorder) -> None:
@@ -110,7 +110,7 @@ def run_exhaustive(rec: Recorder) -> None:
     workload, limit = RUN_SETUP[rec.dry_run]
     out_dir = Path(rec.path).parent / "run-report"
     argv = [*lib.cli_command(sys.executable), "run", workload, "--device", dev,
-            "--memory-limit", limit, "--json", "--no-roofline", "--steps", "3",
+            "--memory-limit", limit, "--json", "--no-roofline", "--steps", "2",
             "--out", str(out_dir)]
     rec.figure("command", ["batchprof", *argv[3:]])
     timeout = rec.left_s() - FRESH_PROBE_RESERVE_S[rec.dry_run]
@@ -165,15 +165,20 @@ OOM_SETUP = {False: ("transformer", "512MiB", 8192, 50),
 
 def oom_recovery(rec: Recorder) -> None:
     """Over-budget probes in a row, then memory back where it started."""
-    import batchprof
     import torch
+
+    import batchprof
 
     dev = common.device(rec.dry_run)
     name, limit, over, count = OOM_SETUP[rec.dry_run]
     workload = batchprof.load_workload(name)
     backend = batchprof.make_backend(dev, batchprof.parse_bytes(limit))
-    backend.capacity_bytes()  # prepares the backend: warm-up workspaces count as "start"
     cuda = dev == "cuda"
+    rec.figure("before_warmup_allocated_bytes", torch.cuda.memory_allocated() if cuda else None)
+    # One probe that fits first: library handles and workspaces it creates stay for the
+    # process, and they are not what an OOM should give back.
+    warm = batchprof.measure(workload, 2, backend=backend, timing=common.quick_timing())
+    rec.figure("warmup_probe", common.measurement_figures(warm))
     start = torch.cuda.memory_allocated() if cuda else None
     start_reserved = torch.cuda.memory_reserved() if cuda else None
     rec.figure("setup", {"workload": name, "memory_limit": limit, "batch_size": over,
@@ -213,8 +218,9 @@ GPT2_MAX_SPEC = {False: GPT2_SMALL, True: GPT2_TINY}
 
 def gpt2_max_batch(rec: Recorder) -> None:
     """GPT-2 small (124M, seq 1024): predicted max batch on this device vs the measured one."""
-    import batchprof
     import torch
+
+    import batchprof
 
     dev = common.device(rec.dry_run)
     spec = {**GPT2_MAX_SPEC[rec.dry_run], "dtype": "fp32"}
@@ -233,10 +239,9 @@ def gpt2_max_batch(rec: Recorder) -> None:
         rec.figure("predicted_max_batch_uncalibrated", batchprof.predict_max_batch(
             workload, capacity, target=dev, gpu=gpu, calibrate=False, **extra))
     predicted = rec.data["figures"].get("predicted_max_batch_uncalibrated")
-    if predicted is None:
-        rec.note("no prediction to seed the search: it grows by doubling from 1")
+    hint = predicted if predicted is not None else _affine_hint(rec, workload, backend, capacity)
     result = batchprof.profile(
-        workload, backend=backend, knee=False, hint=predicted, use_prediction=False,
+        workload, backend=backend, knee=False, hint=hint, use_prediction=False,
         timing=common.quick_timing(),
         on_probe=lambda m: rec.row(**common.measurement_figures(m)))  # kept if killed
     rec.figure("measured_max_batch", result.max_batch)
@@ -252,3 +257,22 @@ def gpt2_max_batch(rec: Recorder) -> None:
     rec.check(f"predicted max batch within {common.GOAL_ALLOCATED_PCT:g}% of the measured one",
               common.within(error, common.GOAL_ALLOCATED_PCT),
               f"predicted {best}, measured {result.max_batch} (error {error}%)")
+
+
+def _affine_hint(rec: Recorder, workload: Any, backend: Any, capacity: int) -> int | None:
+    """Without a prediction, seed the search from two measured probes (memory is affine in
+    b): a handful of probes instead of a doubling from 1. Only a hint: the search decides."""
+    import batchprof
+
+    low, high = (batchprof.measure(workload, b, backend=backend, timing=common.quick_timing())
+                 for b in (2, 4))
+    if not (low.feasible and high.feasible):
+        return None
+    slope = (high.peak_reserved_bytes - low.peak_reserved_bytes) / 2
+    if slope <= 0:
+        return None
+    hint = max(1, int((capacity - low.peak_reserved_bytes) / slope) + 2)
+    rec.figure("search_hint_from_two_probes", {"batch_sizes": [2, 4], "hint": hint,
+                                               "per_sample_reserved_bytes": slope})
+    rec.note("no prediction: the search was seeded from two measured probes (affine fit)")
+    return hint
