@@ -219,6 +219,8 @@ def summary_markdown(result: ProfileResult, files: dict[str, str] | None = None)
                 cells += [_fmt(r["steps_per_epoch"], "{:.0f}"), _fmt(r["epoch_time_s"], "{:.1f} s")]
             rows.append(cells)
         out += ["## Throughput ladder", "", _md_table(headers, rows), ""]
+    from .noise.text import markdown_lines  # issue 18: the noise-scale section, if any
+    out += markdown_lines(result.noise_scale, result.knee_batch, result.max_batch)
     if result.notes:
         out += ["## Notes", "", *[f"- {n}" for n in result.notes], ""]
     if files:
