@@ -46,6 +46,22 @@ def noise_options(args: argparse.Namespace, **extra: Any) -> Any:
                         optimizer_family=args.optimizer_family, **extra)
 
 
+def noise_request(args: argparse.Namespace) -> Any:
+    """For ``run``: False without ``--noise-scale`` (refusing noise options given without it),
+    else the NoiseOptions."""
+    from ..errors import ConfigError
+
+    if args.noise_scale:
+        return noise_options(args)
+    given = [name for name in ("draws", "small_batch", "big_batch", "micro_batch",
+                               "reference_batch", "reference_lr")
+             if getattr(args, name) is not None]
+    if given:
+        flags = ", ".join("--" + g.replace("_", "-") for g in given)
+        raise ConfigError(f"{flags} only apply with --noise-scale: add it, or drop them")
+    return False
+
+
 def noise_console_lines(result: Any) -> list[str]:
     """For ``run``: the reading beside the knee and max batch, then the details (none when the
     run did not estimate the noise scale)."""

@@ -25,7 +25,7 @@ ADAPTIVE_OPTIMIZERS = frozenset({"Adam", "AdamW", "Adamax", "NAdam", "RAdam", "S
                                  "RMSprop", "Adafactor"})
 SGD_OPTIMIZERS = frozenset({"SGD"})
 FAMILIES = ("adam", "sgd")
-FAMILY_NAMES = {"adam": "Adam-family (adaptive) optimizers", "sgd": "SGD"}
+FAMILY_NAMES = {"adam": "Adam-family (adaptive)", "sgd": "SGD"}
 
 SQRT_SOURCE = ("Malladi et al., NeurIPS 2022, 'On the SDEs and Scaling Rules for Adaptive "
                "Gradient Algorithms'")

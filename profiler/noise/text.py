@@ -53,6 +53,13 @@ def noise_phrase(noise: NoiseScaleResult) -> str:
             f"{format_samples(e.interval_low_samples)}; {e.interval_text()})")
 
 
+def noise_fact(noise: NoiseScaleResult) -> str:
+    """The summary tables' cell: the estimate, its interval, the draws and the two sizes."""
+    e = noise.estimate
+    return (f"{format_samples(e.noise_scale_samples)} samples ({e.interval_text()}; "
+            f"{len(e.draws)} draws at batch {noise.small_batch} and {noise.big_batch})")
+
+
 def reading_line(knee_batch: int | None, noise: NoiseScaleResult | None,
                  max_batch: int | None) -> str:
     """"throughput stops paying above 32; the noise scale says batches above ~200 waste
