@@ -24,6 +24,7 @@ from batchprof.noise import (
 )
 from batchprof.noise.estimator import fieller_interval, student_t_cdf, student_t_quantile
 from batchprof.noise.lr import optimizer_family
+from batchprof.noise.record import ADAPTIVE_MAX_DRAWS, ADAPTIVE_MIN_DRAWS, enough_draws
 
 
 def regression_truth(dim: int, sigma: float, delta_norm: float = 1.0) -> float:
@@ -75,6 +76,23 @@ def test_interval_covers_the_closed_form_truth_in_90_percent_of_seeded_trials():
                   for seed in range(200)]
         coverage = sum(e.contains(truth) for e in trials) / len(trials)
         assert coverage >= 0.90, (draws, coverage)
+
+
+def test_adaptive_draws_stop_early_on_a_clear_signal_and_keep_their_coverage():
+    clear = [GradientDraw(4, 2.0 + 0.01 * k, 32, 1.125 + 0.001 * k) for k in range(8)]
+    drawn: list[GradientDraw] = []
+    while not enough_draws(drawn, NoiseOptions()):
+        drawn.append(clear[len(drawn)])
+    assert len(drawn) == ADAPTIVE_MIN_DRAWS
+    assert enough_draws(clear[:3], NoiseOptions(draws=3))
+    truth = regression_truth(32, 1.0)
+    hits = 0
+    for seed in range(200):
+        pool, drawn = simulated_draws(seed, ADAPTIVE_MAX_DRAWS), []
+        while not enough_draws(drawn, NoiseOptions()):
+            drawn.append(pool[len(drawn)])
+        hits += estimate_noise_scale_from_draws(drawn).contains(truth)
+    assert hits / 200 >= 0.90
 
 
 def test_interval_shrinks_with_more_draws():

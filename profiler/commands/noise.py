@@ -20,7 +20,8 @@ def add_noise_arguments(p: argparse.ArgumentParser, *, flag: bool = False) -> No
                        help="also estimate the gradient noise scale (the statistical limit on "
                             "the batch), its big batch defaulting to the max batch found")
     p.add_argument("--draws", type=int, default=None, metavar="N",
-                   help="independent draws of the two gradients (default 8)")
+                   help="independent draws of the two gradients (default: 4, then more up "
+                        "to 8 while the interval is wider than +-25%%)")
     p.add_argument("--small-batch", type=int, default=None, metavar="N",
                    help="the small batch (default: the big batch // 8)")
     p.add_argument("--big-batch", type=int, default=None, metavar="N",
@@ -37,9 +38,8 @@ def add_noise_arguments(p: argparse.ArgumentParser, *, flag: bool = False) -> No
 
 def noise_options(args: argparse.Namespace, **extra: Any) -> Any:
     from ..noise import NoiseOptions
-    from ..noise.record import DEFAULT_DRAWS
 
-    return NoiseOptions(draws=DEFAULT_DRAWS if args.draws is None else args.draws,
+    return NoiseOptions(draws=args.draws,
                         small_batch=args.small_batch, big_batch=args.big_batch,
                         micro_batch=args.micro_batch, reference_batch=args.reference_batch,
                         reference_lr=args.reference_lr,

@@ -3,7 +3,8 @@
 Per draw: a fresh small batch and a fresh big batch from the workload's ``batch_fn``, the model
 in train mode, ``loss.backward()``, the squared norm of all trainable parameters' gradients (in
 float64), gradients cleared; no optimizer step, so the weights never change. On the given
-backend, under its budget guard (an overrun is an out-of-memory, reported with what to change).
+backend, the first draw under its budget guard (an overrun is an out-of-memory, reported with
+what to change; later draws repeat the same sizes, so they skip the guard's per-op cost).
 The big batch can be accumulated from micro-batches (``micro_batch``): each micro-batch's loss
 weighted by its share of the batch, which for a loss that is a mean over the batch gives the
 big batch's gradient.
@@ -18,6 +19,7 @@ draws and is refused.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +34,7 @@ from ..units import parse_bytes
 from ..workload import Workload, load_workload
 from .estimator import GradientDraw, NoiseScaleError, estimate_noise_scale_from_draws
 from .lr import learning_rate_hint, optimizer_family
-from .record import NoiseOptions, NoiseScaleResult, choose_batch_sizes
+from .record import NoiseOptions, NoiseScaleResult, choose_batch_sizes, enough_draws
 from .text import caveats
 
 FRESH = "a fresh batch_fn call per batch"
@@ -109,12 +111,16 @@ def _micro_batches(batch: Any, size: int, micro: int | None) -> Iterator[tuple[A
 
 def grad_sq_norm(model: torch.nn.Module, params: list[torch.nn.Parameter],
                  loss_fn: Callable[[torch.nn.Module, Any], torch.Tensor], batch: Any,
-                 size: int, backend: Backend, micro: int | None = None) -> float:
-    """|∇ loss|² over ``params`` at one batch (accumulated over micro-batches), grads cleared."""
+                 size: int, backend: Backend, micro: int | None = None,
+                 guard: bool = True) -> float:
+    """|∇ loss|² over ``params`` at one batch (accumulated over micro-batches), grads cleared.
+
+    ``guard`` runs the passes under the backend's budget guard (on the CPU a dispatch mode
+    with Python work per op: the draws after the first, at the same sizes, skip it)."""
     for chunk, weight in _micro_batches(batch, size, micro):
         resident = [*params, *(p.grad for p in params if p.grad is not None),
                     *(t for t in tree_leaves(chunk) if isinstance(t, torch.Tensor))]
-        with backend.budget_guard(resident):
+        with backend.budget_guard(resident) if guard else contextlib.nullcontext():
             loss = loss_fn(model, chunk)
             if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
                 raise NoiseScaleError("loss_fn must return a scalar tensor (a mean over the "
@@ -144,17 +150,29 @@ def _draws(wl: Workload, model: torch.nn.Module, params: list[torch.nn.Parameter
            on_draw: Callable[[GradientDraw], None] | None) -> tuple[list[GradientDraw], str]:
     source = BatchSource(wl, backend.device, small)
     draws: list[GradientDraw] = []
-    for i in range(options.draws):
+    while not enough_draws(draws, options):
+        i = len(draws)
         small_batch, big_batch = source.pair(i, small, big)
-        g_small = grad_sq_norm(model, params, wl.loss_fn, small_batch, small, backend)
+        # The budget is checked on the first draw; later draws repeat the same sizes.
+        g_small = grad_sq_norm(model, params, wl.loss_fn, small_batch, small, backend,
+                               guard=i == 0)
         del small_batch
         g_big = grad_sq_norm(model, params, wl.loss_fn, big_batch, big, backend,
-                             options.micro_batch)
+                             options.micro_batch, guard=i == 0)
         del big_batch
         draws.append(GradientDraw(small, g_small, big, g_big))
         if on_draw is not None:
             on_draw(draws[-1])
     return draws, source.describe
+
+
+@contextlib.contextmanager
+def _seeded(backend: Backend, seed: int) -> Iterator[None]:
+    """Seed torch for the block, then give back the caller's RNG state (CPU and this GPU)."""
+    devices = [backend.device] if backend.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
 
 
 def _measure_draws(wl: Workload, model: torch.nn.Module, backend: Backend,
@@ -168,12 +186,10 @@ def _measure_draws(wl: Workload, model: torch.nn.Module, backend: Backend,
     was_training = model.training
     for p in params:
         p.grad = None
-    devices = [backend.device] if backend.device.type == "cuda" else []
     failure: BaseException | None = None
     oom = False
     try:
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(options.seed)
+        with _seeded(backend, options.seed):
             model.train()
             return _draws(wl, model, params, backend, options, small, big, on_draw)
     except NoiseScaleError:
@@ -244,8 +260,7 @@ def estimate_noise_scale(
     backend = _resolve_backend(device, memory_limit, backend)
     given_model = model is not None
     if model is None:
-        with torch.random.fork_rng(devices=[]), torch.device(backend.device):
-            torch.manual_seed(options.seed)
+        with _seeded(backend, options.seed), torch.device(backend.device):
             model = wl.model_fn()
     draws, draw_source = _measure_draws(wl, model, backend, options, small, big, on_draw)
     estimate = estimate_noise_scale_from_draws(draws, options.confidence)

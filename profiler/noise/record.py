@@ -5,14 +5,26 @@ Pure records: no torch. ``choose_batch_sizes`` is the one rule for which two siz
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError
-from .estimator import DEFAULT_CONFIDENCE, NoiseScaleEstimate
+from ..errors import BatchprofError, ConfigError
+from .estimator import (
+    DEFAULT_CONFIDENCE,
+    GradientDraw,
+    NoiseScaleEstimate,
+    estimate_noise_scale_from_draws,
+)
 from .lr import FAMILIES, LearningRateHint
 
-DEFAULT_DRAWS = 8
+# Without --draws: at least ADAPTIVE_MIN_DRAWS, then more up to ADAPTIVE_MAX_DRAWS while the
+# interval is unbounded or wider than TARGET_RELATIVE_WIDTH x the estimate (±25%). Each draw
+# costs about 1.2 training steps at the big batch (benches/bench_noise.py), so a clear signal
+# costs ~5 steps and an unclear one ~10.
+ADAPTIVE_MIN_DRAWS = 4
+ADAPTIVE_MAX_DRAWS = 8
+TARGET_RELATIVE_WIDTH = 0.5
 # Without a known max batch: small enough to fit the built-ins under a CPU budget of 128 MiB.
 DEFAULT_BIG_BATCH = 32
 # small = big // SMALL_BATCH_DIVISOR: the tr(Σ) estimate is a difference of the two sizes'
@@ -29,14 +41,15 @@ def _positive_or_none(name: str, value: Any) -> None:
 class NoiseOptions:
     """How to estimate the noise scale. None sizes are chosen by :func:`choose_batch_sizes`.
 
-    ``micro_batch`` computes the big batch's gradient by accumulating micro-batches of that
+    ``draws`` fixes the number of independent draws; None draws adaptively (see
+    :func:`enough_draws`). ``micro_batch`` computes the big batch's gradient by accumulating micro-batches of that
     size (for a big batch that does not fit). ``reference_batch`` and ``reference_lr`` ask for
     a learning-rate hint for ``target_batch`` (default: the run's recommended batch, else the
     rounded noise scale); ``optimizer_family`` is 'auto' (from the workload's optimizer),
     'adam' or 'sgd'.
     """
 
-    draws: int = DEFAULT_DRAWS
+    draws: int | None = None  # None: adaptive, ADAPTIVE_MIN_DRAWS..ADAPTIVE_MAX_DRAWS
     small_batch: int | None = None
     big_batch: int | None = None
     micro_batch: int | None = None
@@ -48,7 +61,8 @@ class NoiseOptions:
     optimizer_family: str = "auto"
 
     def __post_init__(self) -> None:
-        if isinstance(self.draws, bool) or not isinstance(self.draws, int) or self.draws < 2:
+        if self.draws is not None and (isinstance(self.draws, bool)
+                                       or not isinstance(self.draws, int) or self.draws < 2):
             raise ConfigError(f"--draws must be an integer >= 2 (the interval comes from the "
                               f"spread of the draws), got {self.draws!r}")
         for name in ("small_batch", "big_batch", "micro_batch", "reference_batch",
@@ -65,6 +79,26 @@ class NoiseOptions:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def enough_draws(draws: Sequence[GradientDraw], options: NoiseOptions) -> bool:
+    """Stop drawing? Exactly ``options.draws`` when given; else at least ADAPTIVE_MIN_DRAWS,
+    and past that once the interval is bounded and within TARGET_RELATIVE_WIDTH of the
+    estimate, or at ADAPTIVE_MAX_DRAWS (the stopping rule looks at the width, not at where the
+    estimate lies)."""
+    n = len(draws)
+    if options.draws is not None:
+        return n >= options.draws
+    if n < ADAPTIVE_MIN_DRAWS:
+        return False
+    if n >= ADAPTIVE_MAX_DRAWS:
+        return True
+    try:
+        e = estimate_noise_scale_from_draws(draws, options.confidence)
+    except BatchprofError:  # no resolvable signal yet: more draws may give one
+        return False
+    width = e.interval_width_samples
+    return width is not None and width <= TARGET_RELATIVE_WIDTH * e.noise_scale_samples
 
 
 def choose_batch_sizes(options: NoiseOptions, max_batch: int | None) -> tuple[int, int, str]:

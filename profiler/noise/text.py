@@ -11,6 +11,7 @@ from .estimator import format_samples
 if TYPE_CHECKING:  # pragma: no cover
     from .record import NoiseScaleResult
 
+ADAPTIVE = "; adaptive: 4 to 8, until the interval is within ±25%"
 PAPER = "McCandlish et al. 2018, 'An Empirical Model of Large-Batch Training'"
 
 
@@ -78,7 +79,8 @@ def detail_lines(noise: NoiseScaleResult) -> list[str]:
     micro = f", accumulated in micro-batches of {noise.micro_batch}" if noise.micro_batch else ""
     lines = [
         f"noise scale B_simple = tr(Σ)/|G|² = {format_samples(e.noise_scale_samples)} samples "
-        f"({e.interval_text()}, Fieller's interval over {len(e.draws)} draws)",
+        f"({e.interval_text()}, Fieller's interval over {len(e.draws)} draws"
+        f"{ADAPTIVE if noise.options.get('draws') is None else ''})",
         f"measured on {noise.device} from gradients at batch {noise.small_batch} and "
         f"{noise.big_batch}{micro} (big batch: {noise.big_batch_source}); batches: "
         f"{noise.draw_source}; |G|² = {e.grad_sq_norm:.4g}, tr(Σ) = {e.trace_sigma:.4g}; "
