@@ -27,6 +27,8 @@ _LAZY = {
     "ceilings": ".ceilings",
     "Ceilings": ".ceilings",
     "make_backend": ".backends",
+    "estimate_noise_scale": ".noise",  # issue 18
+    "NoiseOptions": ".noise",
     "BatchprofError": ".errors",
     "ConfigError": ".errors",
     "WorkloadError": ".errors",

@@ -309,6 +309,7 @@ def profile(
     on_status: Callable[[str], None] | None = None,
     sampler: Any = None,
     roofline: bool = False,
+    noise_scale: bool | Any = False,
 ) -> ProfileResult:
     """Find the largest batch that fits and the throughput knee for ``workload``.
 
@@ -318,6 +319,8 @@ def profile(
     ``hint`` (or, when absent and ``use_prediction``, the prediction) seeds the search.
     ``roofline=True`` measures the device's ceilings once and adds FLOPs, achieved FLOP/s,
     MFU and the bound to each timed probe's ``extra`` (see batchprof.efficiency).
+    ``noise_scale=True`` (or a ``batchprof.noise.NoiseOptions``) adds the gradient noise scale
+    after the knee, its big batch defaulting to the max batch (``result.noise_scale``).
     ``on_probe(m)`` sees each Measurement as it completes; ``on_status(text)`` hears what the
     knee's throughput sweep is doing, a line per round. ``backend`` replaces the one built
     from ``device``/``memory_limit`` (tests pass a FakeBackend).
@@ -402,6 +405,9 @@ def profile(
     probes = tuple(run.probes)
     if roofline and not interrupted:
         probes = _with_roofline(wl, backend, probes, notes)
+    from .noise.profiling import profile_noise_scale  # issue 18
+    noise = None if interrupted or failure else profile_noise_scale(
+        noise_scale, wl, backend, max_found, recommended, notes)
     result = ProfileResult(
         workload=wl.name, device=backend.name, memory_limit_bytes=backend.memory_limit_bytes,
         capacity_bytes=backend.capacity_bytes(), max_batch=max_found,
@@ -413,6 +419,7 @@ def profile(
         options=options, environment=_environment(backend), started_at=started_at,
         elapsed_s=time.perf_counter() - clock, interrupted=interrupted,
         error=None if failure is None else f"{type(failure).__name__}: {failure}",
+        noise_scale=noise,
     )
     if failure is not None:
         failure.partial_result = result  # type: ignore[attr-defined]

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from . import __version__
 from .errors import BatchprofError
 
-COMMANDS = ("run", "measure", "predict", "plan", "ceilings", "doctor")
+COMMANDS = ("run", "measure", "predict", "plan", "ceilings", "doctor", "noise")
 EXIT_USAGE = 2
 
 

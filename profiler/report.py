@@ -176,6 +176,7 @@ def _knee_source(knee: KneeResult | None) -> str:
 
 
 def summary_markdown(result: ProfileResult, files: dict[str, str] | None = None) -> str:
+    from .noise.text import markdown_lines, noise_fact  # issue 18
     knee = result.knee
     status = ("partial (interrupted)" if result.interrupted
               else f"partial (error: {result.error})" if result.error else "complete")
@@ -191,6 +192,8 @@ def summary_markdown(result: ProfileResult, files: dict[str, str] | None = None)
         ["knee range (resampled, 10th-90th pct)", f"{knee.knee_interval[0]}..{knee.knee_interval[1]}"
          if knee and knee.knee_interval else "n/a"],
         ["knee read off", _knee_source(knee)],
+        *([["noise scale (critical batch)", noise_fact(result.noise_scale)]]
+          if result.noise_scale else []),  # issue 18
         ["recommended batch", str(result.recommended_batch) if result.recommended_batch
          else "n/a"],
         ["probes", str(len(result.probes))],
@@ -219,6 +222,7 @@ def summary_markdown(result: ProfileResult, files: dict[str, str] | None = None)
                 cells += [_fmt(r["steps_per_epoch"], "{:.0f}"), _fmt(r["epoch_time_s"], "{:.1f} s")]
             rows.append(cells)
         out += ["## Throughput ladder", "", _md_table(headers, rows), ""]
+    out += markdown_lines(result.noise_scale, result.knee_batch, result.max_batch)
     if result.notes:
         out += ["## Notes", "", *[f"- {n}" for n in result.notes], ""]
     if files:

@@ -15,6 +15,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .noise.record import NoiseScaleResult
 from .search import KneeResult, MaxBatchResult, Outcome
 from .step_model import StepTimeModel
 from .types import Measurement
@@ -90,6 +91,7 @@ class ProfileResult:
     elapsed_s: float | None = None
     interrupted: bool = False
     error: str | None = None
+    noise_scale: NoiseScaleResult | None = None  # profile(..., noise_scale=True)
 
     # ---- derived ------------------------------------------------------------------------
     @property
@@ -148,6 +150,7 @@ class ProfileResult:
             "notes": list(self.notes), "options": dict(self.options),
             "environment": dict(self.environment), "started_at": self.started_at,
             "elapsed_s": self.elapsed_s, "interrupted": self.interrupted, "error": self.error,
+            "noise_scale": self.noise_scale.to_dict() if self.noise_scale else None,
         }
 
     @classmethod
@@ -160,6 +163,8 @@ class ProfileResult:
         kwargs["environment"] = dict(d.get("environment", {}))
         kwargs["knee"] = knee_from_dict(d["knee"]) if d.get("knee") else None
         kwargs["max_search"] = max_search_from_dict(d["max_search"]) if d.get("max_search") else None
+        kwargs["noise_scale"] = (NoiseScaleResult.from_dict(d["noise_scale"])
+                                 if d.get("noise_scale") else None)
         return cls(**kwargs)
 
 

@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 from ._args import add_device_arguments, add_json_argument, add_workload_argument, workload_ref
+from .noise import add_noise_arguments, noise_console_lines, noise_request
 
 # = batchprof.workloads.DEFAULT_WORKLOAD; not imported here because that loads torch, and the
 # parser is built on every invocation (tests check the two agree).
@@ -64,6 +65,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "the CPU, written into the report directory")
     p.add_argument("--out", default="reports", metavar="DIR",
                    help="where report directories go (default: reports)")
+    add_noise_arguments(p, flag=True)  # issue 18
     add_json_argument(p)
     p.set_defaults(handler=run)
 
@@ -121,6 +123,7 @@ def run(args: argparse.Namespace, console: Any) -> int:
     out = Console(stderr=True) if args.json else console
     check_options(args.min_batch, args.max_batch, args.multiple_of, args.dataset_size,
                   args.alpha, args.hint)
+    noise_scale = noise_request(args)  # issue 18: False, or the NoiseOptions
     timing = None
     if args.steps is not None:  # TimingPolicy rejects steps < 1 with a ConfigError
         timing = TimingPolicy(timed_steps=args.steps, max_timed_steps=max(args.steps, 10))
@@ -151,7 +154,8 @@ def run(args: argparse.Namespace, console: Any) -> int:
                           alpha=args.alpha, hint=args.hint, use_prediction=not args.no_predict,
                           timing=timing, on_probe=progress, on_status=progress.sweep,
                           sampler=sampler,
-                          roofline=not args.no_roofline)
+                          roofline=not args.no_roofline,
+                          noise_scale=noise_scale)
             with sampler:
                 if out.is_terminal:
                     with out.status("probe 1: measuring...") as status:
@@ -176,6 +180,8 @@ def run(args: argparse.Namespace, console: Any) -> int:
         out.print(summary_table(result))
         out.print(f"[bold]recommended batch:[/] {result.recommended_batch or 'n/a'} "
                   f"({result.recommendation_reason})", highlight=False)
+        for line in noise_console_lines(result):  # issue 18: the reading, then its details
+            out.print(line, highlight=False, soft_wrap=True)
         for note in result.notes:
             out.print(f"  [dim]note: {note}[/]", highlight=False)
     if result.interrupted:
@@ -240,6 +246,10 @@ def summary_table(result: Any) -> Any:
     table.add_row("throughput knee", knee_text)
     if knee is not None and knee.max_samples_per_s:
         table.add_row("best throughput", f"{knee.max_samples_per_s:,.1f} samples/s (fitted)")
+    if result.noise_scale is not None:  # issue 18
+        from ..noise.text import noise_fact
+
+        table.add_row("noise scale (critical batch)", noise_fact(result.noise_scale))
     table.add_row("recommended batch", or_na(result.recommended_batch))
     table.add_row("probes used", str(len(result.probes)))
     table.add_row("time spent", "n/a" if result.elapsed_s is None else f"{result.elapsed_s:.1f} s")
