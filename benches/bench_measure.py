@@ -28,8 +28,9 @@ TIMED_STEPS = 5
 POLICY = TimingPolicy(timed_steps=TIMED_STEPS, max_timed_steps=TIMED_STEPS, warmup_steps=1)
 
 
-def _bare_step(batch_size: int) -> Callable[[], None]:
-    workload = batchprof.load_workload("mlp")
+def bare_step(batch_size: int, workload_name: str = "mlp") -> Callable[[], None]:
+    """A bare training step of a built-in at ``batch_size``, past its AdamW warm-up step."""
+    workload = batchprof.load_workload(workload_name)
     model = workload.model_fn()
     optimizer = workload.optimizer_fn(model.parameters())
     batch = workload.batch_fn(batch_size, torch.device("cpu"))
@@ -45,7 +46,7 @@ def _bare_step(batch_size: int) -> Callable[[], None]:
 
 @pytest.fixture(scope="module")
 def bare_step_s() -> float:
-    step = _bare_step(BATCH_SIZE)
+    step = bare_step(BATCH_SIZE)
     times = []
     for _ in range(TIMED_STEPS):
         started = time.perf_counter()
@@ -55,7 +56,7 @@ def bare_step_s() -> float:
 
 
 def test_bare_step(benchmark):
-    step = _bare_step(BATCH_SIZE)
+    step = bare_step(BATCH_SIZE)
     benchmark.pedantic(step, rounds=TIMED_STEPS, warmup_rounds=1)
     benchmark.extra_info.update(workload="mlp", batch_size=BATCH_SIZE,
                                 bare_step_s=benchmark.stats.stats.median)

@@ -22,6 +22,7 @@ import time
 
 import pytest
 import torch
+from bench_measure import bare_step  # benches/ is on sys.path (no __init__.py)
 
 import batchprof
 from batchprof.api import DEFAULT_CPU_MEMORY_LIMIT
@@ -42,18 +43,8 @@ def max_batch() -> int:
 
 
 def _step_times(batch_size: int, count: int) -> list[float]:
-    workload = batchprof.load_workload(DEFAULT_WORKLOAD)
     torch.manual_seed(0)
-    model = workload.model_fn()
-    optimizer = workload.optimizer_fn(model.parameters())
-    batch = workload.batch_fn(batch_size, torch.device("cpu"))
-
-    def step() -> None:
-        workload.loss_fn(model, batch).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    step()  # creates AdamW state: the steady state a probe times
+    step = bare_step(batch_size, DEFAULT_WORKLOAD)  # past AdamW's warm-up: what a probe times
     times = []
     for _ in range(count):
         started = time.perf_counter()
