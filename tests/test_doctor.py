@@ -13,8 +13,8 @@ import torch
 from rich.console import Console
 
 from batchprof import environment as environment_module
-from batchprof.cli import main
-from batchprof.commands.doctor import doctor_renderables
+from batchprof.cli.doctor import doctor_renderables
+from batchprof.cli.main import main
 from batchprof.environment import cuda_info, environment, kernels_info
 
 from .fake_pynvml import NVML_ERROR_LIBRARY_NOT_FOUND, FakeGpu, FakePynvml
