@@ -16,7 +16,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from batchprof.cli.ceilings import ceilings_table
+from batchprof.render.tables import ceilings_table
 from batchprof.roofline.ceilings import Ceilings, ceilings
 
 

@@ -9,8 +9,8 @@ import torch
 from torch.nn import functional as F
 
 from batchprof.api import DEFAULT_CPU_MEMORY_LIMIT
-from batchprof.cli.main import main
 from batchprof.cli import run as run_command
+from batchprof.cli.main import main
 from batchprof.render import PROBE_LOG, read_probe_log
 from batchprof.units import parse_bytes
 from batchprof.workloads import DEFAULT_WORKLOAD, Workload

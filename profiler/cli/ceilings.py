@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from typing import Any
 
 from batchprof.cli.args import add_json_argument
@@ -40,43 +39,7 @@ def run(args: argparse.Namespace, console: Any) -> int:
     if args.json:
         console.print_json(json.dumps(result.to_dict()))
     else:
+        from batchprof.render.tables import ceilings_table
+
         console.print(ceilings_table(result))
     return 0
-
-
-def ceilings_table(result: Any) -> Any:
-    """One row per probe: peak rate (from the best time), size run, and the repeats' spread."""
-    from rich.table import Table
-
-    from batchprof.units import format_bytes
-
-    n_threads = result.num_threads
-    threads = f", {n_threads} thread{'s' if n_threads != 1 else ''}" if n_threads else ""
-    table = Table(title=f"ceilings of {result.device} ({result.device_name}{threads}) "
-                        f"via {result.method}")
-    table.add_column("probe", style="bold")
-    table.add_column("peak", justify="right")
-    table.add_column("size", justify="right")
-    table.add_column("best time", justify="right")
-    table.add_column("median time", justify="right")
-    table.add_column("spread (IQR / median)", justify="right")
-
-    def spread(key: str) -> tuple[str, str, str]:
-        # The peak comes from the best time; a large spread says the machine was busy.
-        times = result.raw_times_s[key]
-        best, median = min(times), statistics.median(times)
-        if len(times) < 2:
-            return f"{best * 1e3:.2f} ms", f"{median * 1e3:.2f} ms", "n/a"
-        q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive")
-        return f"{best * 1e3:.2f} ms", f"{median * 1e3:.2f} ms", f"{(q3 - q1) / median:.0%}"
-
-    array = format_bytes(result.sizes["stream_bytes_per_array"])
-    for probe, gbps in result.bandwidth_gbps.items():
-        arrays = 2 if probe == "copy" else 3
-        table.add_row(f"{probe} bandwidth", f"{gbps:.1f} GB/s", f"{arrays} x {array}",
-                      *spread(probe))
-    for dtype, flops in result.flops_per_s.items():
-        n = result.sizes[f"matmul_n_{dtype}"]
-        table.add_row(f"matmul {dtype}", f"{flops / 1e9:.1f} GFLOP/s", f"{n}^3",
-                      *spread(f"matmul_{dtype}"))
-    return table

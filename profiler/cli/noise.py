@@ -67,17 +67,6 @@ def noise_request(args: argparse.Namespace) -> Any:
     return False
 
 
-def noise_console_lines(result: Any) -> list[str]:
-    """For ``run``: the reading beside the knee and max batch, then the details (none when the
-    run did not estimate the noise scale)."""
-    from batchprof.noise.text import detail_lines, reading_line
-
-    if result.noise_scale is None:
-        return []
-    return [f"[bold]reading:[/] {reading_line(result.knee_batch, result.noise_scale, result.max_batch)}",
-            *(f"  {line}" for line in detail_lines(result.noise_scale))]
-
-
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "noise", help="estimate the gradient noise scale: above it, bigger batches waste samples",

@@ -19,7 +19,6 @@ DEFAULT_WORKLOAD = "transformer"  # = batchprof.workloads.DEFAULT_WORKLOAD
 DEFAULT_GPUS = "H100-80GB,A100-40GB,A100-80GB,L4-24GB,T4-16GB,RTX4090-24GB"
 
 
-_DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8")
 
 
 def parse_gpu_names(text: str) -> list[str]:
@@ -76,33 +75,8 @@ def run(args: argparse.Namespace, console) -> int:
     if args.json:
         console.print_json(json.dumps({"workload": workload_ref(args), "gpus": rows}))
         return 0
-    from rich.table import Table
+    from batchprof.render.prediction import plan_tables
 
-    from batchprof.units import format_bytes
-
-    fit = Table(title=f"{workload_ref(args)}: predicted max batch per GPU (training step)")
-    for name in ("GPU", "usable memory", "max batch", "peak allocated", "peak reserved"):
-        fit.add_column(name, justify="left" if name == "GPU" else "right")
-    for row in rows:
-        fit.add_row(row["gpu"]["name"], format_bytes(row["usable_bytes"]),
-                    str(row["max_batch"]) if row["max_batch"] is not None else "none",
-                    format_bytes(row["peak_allocated_bytes"]),
-                    format_bytes(row["peak_reserved_bytes"]))
-    console.print(fit)
-    specs = Table(title="GPUs: memory, bandwidth, dense TFLOP/s per dtype")
-    for name in ("GPU", "memory", "bandwidth", *_DTYPES):
-        specs.add_column(name, justify="left" if name == "GPU" else "right")
-    for row in rows:
-        gpu = row["gpu"]
-        flops = gpu["dense_flops"]
-        specs.add_row(gpu["name"], format_bytes(gpu["memory_bytes"]),
-                      f"{gpu['bandwidth_gbps']:,.0f} GB/s",
-                      *(f"{flops[d] / 1e12:,.1f}" if d in flops else "n/a" for d in _DTYPES))
-    console.print(specs)
-    console.print("usable = total minus an estimated CUDA context; the peak is PyTorch's "
-                  "caching-allocator reserved bytes (cuBLAS workspaces included, cuDNN "
-                  "workspaces not). FLOP/s: vendor datasheets, dense.", highlight=False)
-    notes = sorted({n for row in rows for n in row["notes"]})
-    for note in notes:
-        console.print(note, highlight=False, markup=False)
+    for renderable in plan_tables(workload_ref(args), rows):
+        console.print(renderable)
     return 0

@@ -19,7 +19,7 @@ from batchprof.cli.args import (
     add_workload_argument,
     workload_ref,
 )
-from batchprof.cli.noise import add_noise_arguments, noise_console_lines, noise_request
+from batchprof.cli.noise import add_noise_arguments, noise_request
 
 # = batchprof.workloads.DEFAULT_WORKLOAD; not imported here because that loads torch, and the
 # parser is built on every invocation (tests check the two agree).
@@ -87,6 +87,8 @@ class _Progress:
     def __call__(self, m: Any) -> None:
         self.log.append(m)
         self.count += 1
+        from batchprof.render.tables import probe_line
+
         self.console.print(probe_line(self.count, m), highlight=False, soft_wrap=True)
         if self.status is not None:
             self.status.update(f"probe {self.count + 1}: measuring...")
@@ -98,23 +100,6 @@ class _Progress:
             self.status.update("timing the throughput ladder for the knee...")
 
 
-def probe_line(n: int, m: Any) -> str:
-    from batchprof.units import format_bytes
-
-    if m.feasible:
-        rate = m.samples_per_s
-        spread = m.step_time_iqr_fraction
-        speed = "n/a" if rate is None else f"{rate:,.1f} samples/s"
-        if spread is not None:
-            speed += f" (spread {spread:.0%})"
-        verdict = "[green]fits[/]"
-    else:
-        reason = (m.reason or "does not fit").split(":", 1)[0]
-        speed, verdict = reason, "[red]OOM [/]"
-    return (f"  probe {n:>2}  batch {m.batch_size:>6}  {verdict}  "
-            f"peak {format_bytes(m.peak_allocated_bytes):>11}  {speed}")
-
-
 def run(args: argparse.Namespace, console: Any) -> int:
     from rich.console import Console
 
@@ -124,6 +109,7 @@ def run(args: argparse.Namespace, console: Any) -> int:
     from batchprof.errors import BatchprofError
     from batchprof.probe.step import TimingPolicy
     from batchprof.render.files import PROBE_LOG, ProbeLog, make_report_dir, write_report
+    from batchprof.render.tables import noise_console_lines, summary_table
     from batchprof.units import format_bytes, parse_bytes
     from batchprof.workloads.registry import load_workload
 
@@ -228,37 +214,3 @@ def _write_snapshot(workload: Any, batch_size: int, backend: Any, directory: Any
                                  backend=backend)
     out.print(f"memory snapshot of batch {batch_size} written to {snapshot.path} "
               f"({snapshot.viewer})", highlight=False, soft_wrap=True)
-
-
-def summary_table(result: Any) -> Any:
-    from rich.table import Table
-
-    from batchprof.units import format_bytes
-
-    def or_na(value: Any) -> str:
-        return "n/a" if value is None else str(value)
-
-    knee = result.knee
-    title = f"{result.workload} on {result.device}" + (" (partial)" if result.interrupted else "")
-    table = Table(title=title, show_header=False)
-    table.add_column("figure", style="bold")
-    table.add_column("value")
-    budget = result.capacity_bytes
-    table.add_row("memory budget", "none" if budget is None else format_bytes(budget))
-    table.add_row("max feasible batch", or_na(result.max_batch))
-    alpha = result.options.get("alpha", 0.9)
-    knee_text = or_na(result.knee_batch)
-    if knee is not None and knee.knee_batch is not None:
-        knee_text += (f" (>= {alpha:.0%} of best; {or_na(knee.knee_batch_95)} for 95%; "
-                      f"confidence {knee.confidence})")
-    table.add_row("throughput knee", knee_text)
-    if knee is not None and knee.max_samples_per_s:
-        table.add_row("best throughput", f"{knee.max_samples_per_s:,.1f} samples/s (fitted)")
-    if result.noise_scale is not None:  # issue 18
-        from batchprof.noise.text import noise_fact
-
-        table.add_row("noise scale (critical batch)", noise_fact(result.noise_scale))
-    table.add_row("recommended batch", or_na(result.recommended_batch))
-    table.add_row("probes used", str(len(result.probes)))
-    table.add_row("time spent", "n/a" if result.elapsed_s is None else f"{result.elapsed_s:.1f} s")
-    return table

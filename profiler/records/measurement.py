@@ -1,4 +1,5 @@
-"""Frozen result records. Units live in field names; raw samples are kept, statistics derived.
+"""Measurement (one probe) and SampleSeries (one sampled metric). Units live in field names; raw
+samples are kept, statistics derived.
 
 Every record converts to a plain dict (JSON) and back, and to a flat pandas-friendly row.
 An unavailable figure is ``None`` (shown as "n/a"), never a plausible 0.

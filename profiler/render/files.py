@@ -1,4 +1,4 @@
-"""Reports: the only module that imports pandas or matplotlib, or writes files.
+"""The report directory: the probe log, results.json/csv, probes.csv, summary.md and plots.
 
 A report directory ``reports/<workload>-<timestamp>/`` holds:
 
@@ -11,8 +11,8 @@ A report directory ``reports/<workload>-<timestamp>/`` holds:
 - ``peak_memory.png`` and ``throughput.png``; ``utilization.png`` when probes carried sampler
   data and ``roofline.png`` when the run computed roofline figures.
 
-Plots use matplotlib's object API on a bare ``Figure`` (the Agg canvas), never pyplot, so a
-report neither needs a display nor changes the caller's matplotlib backend.
+Tables come from :mod:`batchprof.records.frame`, plots from :mod:`batchprof.render.plots`,
+the summary from :mod:`batchprof.render.markdown`.
 """
 
 from __future__ import annotations

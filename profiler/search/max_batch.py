@@ -1,7 +1,7 @@
-"""Pure search: the largest batch that fits, and the throughput knee.
+"""Pure search for the largest batch that fits.
 
-No torch here. ``find_max_batch`` drives a ``probe(b) -> Outcome`` callable; ``find_knee`` reads
-a list of Outcomes (and may call ``refine(b) -> Outcome``). Both are tested on synthetic curves.
+No torch here. ``find_max_batch`` drives a ``probe(b) -> Outcome`` callable; it is tested on
+synthetic curves (the knee lives in :mod:`batchprof.search.knee`).
 
 Probes of ``find_max_batch`` (start 1, granularity 1, true answer M):
 - Outcomes with feasible/infeasible only: doubling, bisection and one confirmation, at most
