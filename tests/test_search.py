@@ -11,7 +11,8 @@ import pytest
 
 from batchprof.errors import ConfigError, StepError
 from batchprof.records import KneeResult, MaxBatchResult, Outcome
-from batchprof.search import find_knee, find_max_batch, max_batch_probe_budget, needs_more_steps
+from batchprof.records.step_times import needs_more_steps
+from batchprof.search import find_knee, find_max_batch, max_batch_probe_budget
 
 
 # ---- synthetic probes -------------------------------------------------------------------------

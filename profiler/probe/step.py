@@ -23,6 +23,7 @@ from torch.utils._pytree import tree_leaves
 from batchprof.backends import Backend, make_backend, unique_storage_bytes
 from batchprof.errors import BudgetError, ConfigError, StepError
 from batchprof.records.measurement import Measurement
+from batchprof.records.step_times import needs_more_steps
 from batchprof.units import format_bytes, parse_bytes
 from batchprof.workloads.base import Workload
 from batchprof.workloads.registry import load_workload
@@ -33,7 +34,9 @@ DEFAULT_TIMED_STEPS = 5
 @dataclass(frozen=True)
 class TimingPolicy:
     """How many steps to time. Past ``timed_steps``, keep timing while the spread is large
-    (IQR > ``target_iqr_fraction`` of the median), up to ``max_timed_steps`` and ``budget_s``."""
+    (IQR > ``target_iqr_fraction`` of the median) and the median is not yet pinned down (the
+    one rule, :func:`batchprof.records.step_times.needs_more_steps`), up to ``max_timed_steps``
+    and ``budget_s``."""
 
     timed_steps: int = DEFAULT_TIMED_STEPS
     warmup_steps: int = 1
@@ -141,7 +144,7 @@ def _time_steps(step: TrainingStep, backend: Backend, policy: TimingPolicy) -> t
     started = time.perf_counter()
     while (len(times) < policy.max_timed_steps
            and time.perf_counter() - started < policy.budget_s
-           and Measurement("", 1, "", True, step_times_s=tuple(times)).noisy):
+           and needs_more_steps(times, policy.target_iqr_fraction, min_steps=policy.timed_steps)):
         times.append(backend.time_step(step))
     return tuple(times)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import statistics
 import time
 from collections.abc import Sequence
 
@@ -12,6 +11,7 @@ import torch
 from batchprof.backends import Backend
 from batchprof.probe.step import TrainingStep
 from batchprof.records.search import Outcome
+from batchprof.records.step_times import StepTimes
 from batchprof.search.knee.drift import Visit, corrected_medians
 from batchprof.workloads.base import Workload
 
@@ -58,7 +58,7 @@ class ThroughputSweep:
     def outcomes(self) -> list[Outcome]:
         """One Outcome per size; its ``step_times_s`` hold one drift-corrected median per
         visit (see drift.corrected_medians), so the knee's noise model sees visits."""
-        return [Outcome(b, True, b / statistics.median(ts), ts)
+        return [Outcome(b, True, StepTimes(ts).samples_per_s(b), ts)
                 for b, ts in corrected_medians(self.visits).items()]
 
     def close(self) -> None:

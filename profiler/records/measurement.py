@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchprof.records.step_times import NOISY_IQR_FRACTION, _quartiles
+from batchprof.records.step_times import StepTimes
 
 
 @dataclass(frozen=True)
@@ -78,31 +78,29 @@ class Measurement:
 
     # ---- derived statistics -------------------------------------------------------------
     @property
+    def step_times(self) -> StepTimes:
+        return StepTimes(self.step_times_s)
+
+    @property
     def step_time_median_s(self) -> float | None:
-        return _quartiles(self.step_times_s)[1] if self.step_times_s else None
+        return self.step_times.median_s
 
     @property
     def step_time_iqr_s(self) -> float | None:
-        if not self.step_times_s:
-            return None
-        q1, _, q3 = _quartiles(self.step_times_s)
-        return q3 - q1
+        return self.step_times.iqr_s
 
     @property
     def step_time_iqr_fraction(self) -> float | None:
-        median, iqr = self.step_time_median_s, self.step_time_iqr_s
-        return iqr / median if median and iqr is not None else None
+        return self.step_times.relative_spread
 
     @property
     def noisy(self) -> bool:
         """True when the spread is large (IQR > 10% of median): treat throughput with care."""
-        frac = self.step_time_iqr_fraction
-        return frac is not None and frac > NOISY_IQR_FRACTION
+        return self.step_times.noisy
 
     @property
     def samples_per_s(self) -> float | None:
-        median = self.step_time_median_s
-        return self.batch_size / median if median else None
+        return self.step_times.samples_per_s(self.batch_size)
 
     def sample(self, name: str) -> SampleSeries | None:
         return next((s for s in self.samples if s.name == name), None)

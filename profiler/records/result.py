@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +22,7 @@ from batchprof.records.search import (
     knee_from_dict,
     max_search_from_dict,
 )
+from batchprof.records.step_times import StepTimes
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -40,20 +40,20 @@ class BatchPoint:
     step_times_s: tuple[float, ...]  # pooled over runs
 
     @property
+    def step_times(self) -> StepTimes:
+        return StepTimes(self.step_times_s)
+
+    @property
     def step_time_median_s(self) -> float | None:
-        return statistics.median(self.step_times_s) if self.step_times_s else None
+        return self.step_times.median_s
 
     @property
     def samples_per_s(self) -> float | None:
-        median = self.step_time_median_s
-        return self.batch_size / median if median else None
+        return self.step_times.samples_per_s(self.batch_size)
 
     @property
     def step_time_iqr_fraction(self) -> float | None:
-        if len(self.step_times_s) < 2:
-            return None
-        q1, q2, q3 = statistics.quantiles(self.step_times_s, n=4, method="inclusive")
-        return (q3 - q1) / q2 if q2 > 0 else None
+        return self.step_times.relative_spread
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ class ProfileResult:
                 batch_size=b, feasible=ms[-1].feasible, runs=len(ms),
                 peak_allocated_bytes=max(peaks) if peaks else None,
                 activation_bytes=max(acts) if acts else None,
-                step_times_s=tuple(t for m in fit for t in m.step_times_s)))
+                step_times_s=StepTimes.merge(m.step_times for m in fit).times_s))
         return points
 
     def steps_per_epoch(self, batch_size: int) -> int | None:

@@ -4,12 +4,12 @@ never pyplot: a report neither needs a display nor changes the caller's backend.
 from __future__ import annotations
 
 import os
-import statistics
 from pathlib import Path
 
 from batchprof.records.frame import UTILIZATION_METRICS
 from batchprof.records.measurement import Measurement
 from batchprof.records.result import ProfileResult
+from batchprof.records.step_times import quartiles
 from batchprof.units import format_bytes
 
 MiB = 1024**2
@@ -73,8 +73,8 @@ def plot_throughput(result: ProfileResult, path: str | os.PathLike) -> Path:
     timed = [p for p in result.points() if p.samples_per_s is not None]
     for p in timed:
         rate = p.samples_per_s
-        if len(p.step_times_s) >= 2:  # the step-time quartiles, as throughputs
-            q1, _, q3 = statistics.quantiles(p.step_times_s, n=4, method="inclusive")
+        if len(p.step_times) >= 2:  # the step-time quartiles, as throughputs
+            q1, _, q3 = quartiles(p.step_times.times_s)
             bars = [[max(0.0, rate - p.batch_size / q3)], [max(0.0, p.batch_size / q1 - rate)]]
         else:
             bars = None

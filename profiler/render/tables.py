@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import statistics
 from typing import Any
 
 from rich.table import Table
 
 from batchprof.records.measurement import Measurement
+from batchprof.records.step_times import StepTimes
 from batchprof.units import format_bytes
 
 
@@ -62,12 +62,10 @@ def ceilings_table(result: Any) -> Any:
 
     def spread(key: str) -> tuple[str, str, str]:
         # The peak comes from the best time; a large spread says the machine was busy.
-        times = result.raw_times_s[key]
-        best, median = min(times), statistics.median(times)
-        if len(times) < 2:
-            return f"{best * 1e3:.2f} ms", f"{median * 1e3:.2f} ms", "n/a"
-        q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive")
-        return f"{best * 1e3:.2f} ms", f"{median * 1e3:.2f} ms", f"{(q3 - q1) / median:.0%}"
+        times = StepTimes(result.raw_times_s[key])
+        best, median, rel = min(times.times_s), times.median_s, times.relative_spread
+        return (f"{best * 1e3:.2f} ms", f"{median * 1e3:.2f} ms",
+                "n/a" if rel is None else f"{rel:.0%}")
 
     array = format_bytes(result.sizes["stream_bytes_per_array"])
     for probe, gbps in result.bandwidth_gbps.items():

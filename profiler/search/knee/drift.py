@@ -20,12 +20,13 @@ Pure: no torch.
 from __future__ import annotations
 
 import math
-import statistics
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from batchprof.records.step_times import StepTimes
 
 OUTLIER_SCALES = 3.0  # a visit this many robust scales off the fit is set aside
 
@@ -50,7 +51,7 @@ def round_factors(visits: Sequence[Visit]) -> dict[int, float]:
     """
     cells: dict[tuple[int, int], float] = {}  # a repeated visit in one round: the later one
     for v in visits:
-        if v.step_times_s and (median := statistics.median(v.step_times_s)) > 0:
+        if v.step_times_s and (median := StepTimes(v.step_times_s).median_s) > 0:
             cells[v.round_index, v.batch_size] = math.log(median)
     counts = Counter(r for r, _ in cells)
     rounds = sorted(r for r, n in counts.items() if n >= 2)
@@ -99,5 +100,5 @@ def corrected_medians(visits: Sequence[Visit]) -> dict[int, tuple[float, ...]]:
     for v in visits:
         if v.step_times_s:
             pooled.setdefault(v.batch_size, []).append(
-                statistics.median(v.step_times_s) / factors[v.round_index])
+                StepTimes(v.step_times_s).median_s / factors[v.round_index])
     return {b: tuple(ts) for b, ts in sorted(pooled.items())}

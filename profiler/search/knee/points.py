@@ -10,29 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from batchprof.records.search import Outcome
+from batchprof.records.step_times import MEDIAN_SD_PER_IQR, StepTimes
 
 MIN_SPREAD = 0.02  # floor on a point's relative IQR: run-to-run drift exceeds in-run spread
-
-
 DEFAULT_SPREAD = 0.10  # assumed relative IQR when a point has fewer than 3 timed steps
-
-
-def needs_more_steps(step_times_s: Sequence[float], target_iqr_fraction: float = 0.10,
-                     *, min_steps: int = 5) -> bool:
-    """Should the caller time more steps at this batch size (within its own time budget)?
-
-    True below ``min_steps``, and while the spread is large (IQR > target fraction of the
-    median) and the median is not yet pinned down: its approximate 95% confidence half-width,
-    1.96 * 0.93 * IQR / sqrt(n), still exceeds the target fraction of the median.
-    """
-    n = len(step_times_s)
-    if n < min_steps:
-        return True
-    q1, median, q3 = statistics.quantiles(step_times_s, n=4, method="inclusive")
-    if median <= 0:
-        return False
-    spread = (q3 - q1) / median
-    return spread > target_iqr_fraction and 1.82 * spread / math.sqrt(n) > target_iqr_fraction
 
 
 @dataclass(frozen=True)
@@ -44,10 +25,9 @@ class TimedPoint:
 
 
 def relative_spread(times: Sequence[float]) -> float:
-    if len(times) < 3:
-        return DEFAULT_SPREAD
-    q1, median, q3 = statistics.quantiles(times, n=4, method="inclusive")
-    return max(MIN_SPREAD, (q3 - q1) / median) if median > 0 else DEFAULT_SPREAD
+    """A point's spread for weighting: its measured one, floored; assumed below 3 steps."""
+    spread = StepTimes(tuple(times)).relative_spread if len(times) >= 3 else None
+    return DEFAULT_SPREAD if spread is None else max(MIN_SPREAD, spread)
 
 
 def timed_points(outcomes: Sequence[Outcome]) -> list[TimedPoint]:
@@ -70,11 +50,9 @@ def timed_points(outcomes: Sequence[Outcome]) -> list[TimedPoint]:
     points = []
     for b in sorted(set(times) | set(rates)):
         ts = tuple(times.get(b, ()))
-        median = statistics.median(ts) if ts else 0.0
-        rate = (b / median if median > 0 else None) if ts else statistics.median(rates[b])
+        rate = StepTimes(ts).samples_per_s(b) if ts else statistics.median(rates[b])
         if rate is None or not rate > 0:
             continue
-        # sd(median) ~ 1.253 * sigma / sqrt(n), sigma ~ IQR / 1.349
-        sd = 0.93 * max(spreads.get(b, DEFAULT_SPREAD), typical) * rate / math.sqrt(max(1, len(ts)))
+        sd = MEDIAN_SD_PER_IQR * max(spreads.get(b, DEFAULT_SPREAD), typical) * rate / math.sqrt(max(1, len(ts)))
         points.append(TimedPoint(b, rate, 1.0 / sd**2, ts))
     return points
