@@ -191,14 +191,14 @@ def test_result_roundtrips_through_json():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(min_batch=8, max_batch=4), "--max-batch 4 is below --min-batch 8"),
-    (dict(dataset_size=0), "--dataset-size"),
-    (dict(min_batch=0), "--min-batch"),
-    (dict(multiple_of=0), "--multiple-of"),
-    (dict(alpha=0.0), "--alpha"),
-    (dict(alpha=1.5), "--alpha"),
-    (dict(hint=-3), "--hint"),
-    (dict(min_batch=16, dataset_size=10), "below --min-batch"),
+    (dict(min_batch=8, max_batch=4), "max_batch 4 is below min_batch 8"),
+    (dict(dataset_size=0), "dataset_size"),
+    (dict(min_batch=0), "min_batch"),
+    (dict(multiple_of=0), "multiple_of"),
+    (dict(alpha=0.0), "alpha"),
+    (dict(alpha=1.5), "alpha"),
+    (dict(hint=-3), "hint"),
+    (dict(min_batch=16, dataset_size=10), "below min_batch"),
 ])
 def test_bad_options_are_config_errors_before_any_probe(kwargs, match):
     backend = fake(8)

@@ -258,11 +258,11 @@ def test_probe_must_answer_for_the_size_asked():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"min_batch": 8, "max_batch": 4}, "--max-batch 4 is below --min-batch 8"),
-    ({"multiple_of": 0}, "--multiple-of"),
-    ({"dataset_size": 0}, "--dataset-size"),
-    ({"dataset_size": 4, "min_batch": 8}, "--dataset-size 4 is below --min-batch 8"),
-    ({"min_batch": 0}, "--min-batch"),
+    ({"min_batch": 8, "max_batch": 4}, "max_batch 4 is below min_batch 8"),
+    ({"multiple_of": 0}, "multiple_of"),
+    ({"dataset_size": 0}, "dataset_size"),
+    ({"dataset_size": 4, "min_batch": 8}, "dataset_size 4 is below min_batch 8"),
+    ({"min_batch": 0}, "min_batch"),
     ({"hint": 0}, "hint"),
     ({"start": 0}, "start"),
     ({"max_batch": 2.5}, "integer"),

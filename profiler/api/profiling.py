@@ -18,6 +18,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from batchprof import defaults
 from batchprof.api.options import DEFAULT_CPU_MEMORY_LIMIT, check_options
 from batchprof.api.run import (
     _find_knee_on_one_model,
@@ -64,14 +65,14 @@ def _environment(backend: Backend) -> dict[str, Any]:
 
 def profile(
     workload: Workload | str,
-    device: str = "cpu",
+    device: str = defaults.DEVICE,
     memory_limit: int | str | None = None,
     *,
     min_batch: int = 1,
     max_batch: int | None = None,
     multiple_of: int = 1,
     dataset_size: int | None = None,
-    alpha: float = 0.9,
+    alpha: float = defaults.ALPHA,
     hint: int | None = None,
     use_prediction: bool = True,
     knee: bool = True,
@@ -80,7 +81,7 @@ def profile(
     on_probe: Callable[[Measurement], None] | None = None,
     on_status: Callable[[str], None] | None = None,
     sampler: Any = None,
-    roofline: bool = False,
+    roofline: bool = defaults.ROOFLINE,
     noise_scale: bool | Any = False,
 ) -> ProfileResult:
     """Find the largest batch that fits and the throughput knee for ``workload``.
@@ -120,7 +121,7 @@ def profile(
                           "set the limit on the backend you pass")
     if backend.capacity_bytes() is None and max_batch is None and dataset_size is None:
         raise ConfigError(f"nothing bounds the search on {backend.name}: give a memory limit "
-                          "(--memory-limit), --max-batch or --dataset-size")
+                          "(memory_limit), max_batch or dataset_size")
 
     options: dict[str, Any] = {
         "min_batch": min_batch, "max_batch": max_batch, "multiple_of": multiple_of,
@@ -142,7 +143,8 @@ def profile(
         backend.prepare()
         max_search = find_max_batch(run.outcome, hint=hint, min_batch=min_batch,
                                     max_batch=max_batch, multiple_of=multiple_of,
-                                    dataset_size=dataset_size)
+                                    dataset_size=dataset_size,
+                                    capacity_bytes=backend.capacity_bytes())
         if max_search.max_batch is None:
             raise _nothing_fits(run, min_batch, notes)
         if knee:

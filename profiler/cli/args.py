@@ -3,6 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import re
+
+from batchprof import defaults
+
+# Library errors name parameters (a Python or pytest user has no flags); the CLI speaks flags.
+PARAMETER_FLAGS = {
+    "min_batch": "--min-batch", "max_batch": "--max-batch", "multiple_of": "--multiple-of",
+    "dataset_size": "--dataset-size", "alpha": "--alpha", "hint": "--hint",
+    "memory_limit": "--memory-limit",
+}
+_PARAMETER = re.compile(r"(?<![\w.-])(" + "|".join(PARAMETER_FLAGS) + r")(?![\w-])")
+
+
+def in_flags(message: str) -> str:
+    """A library error message with its parameter names spelled as this CLI's flags."""
+    return _PARAMETER.sub(lambda m: PARAMETER_FLAGS[m.group(1)], message)
 
 
 def add_workload_argument(parser: argparse.ArgumentParser, *, positional: bool = True,
@@ -20,7 +36,8 @@ def workload_ref(args: argparse.Namespace) -> str:
     return args.workload_opt or args.workload
 
 
-def add_device_arguments(parser: argparse.ArgumentParser, *, default_device: str = "cpu") -> None:
+def add_device_arguments(parser: argparse.ArgumentParser, *,
+                         default_device: str = defaults.DEVICE) -> None:
     parser.add_argument("--device", default=default_device,
                         help=f"auto, cpu, cuda or cuda:N (default: {default_device})")
     parser.add_argument("--memory-limit", default=None, metavar="SIZE",

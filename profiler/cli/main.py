@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from batchprof import __version__
+from batchprof.cli.args import in_flags
 from batchprof.errors import BatchprofError
 
 COMMANDS = ("run", "measure", "predict", "plan", "ceilings", "doctor", "noise")
@@ -60,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args, console) or 0)
     except BatchprofError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {in_flags(str(exc))}", highlight=False, soft_wrap=True)
         return EXIT_USAGE
     except KeyboardInterrupt:
         err.print("interrupted", highlight=False)

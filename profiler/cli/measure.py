@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from batchprof import defaults
 from batchprof.cli.args import (
     add_device_arguments,
     add_json_argument,
@@ -17,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("measure", help="measure one batch size: fits?, peak memory, throughput",
                        description="Run the real training step at one batch size and report "
                                    "peak memory, activation bytes and throughput.")
-    add_workload_argument(p, positional=True, default="transformer")
+    add_workload_argument(p, positional=True, default=defaults.WORKLOAD)
     p.add_argument("--batch-size", "-b", type=int, required=True, help="batch size to measure")
     add_device_arguments(p)
     p.add_argument("--steps", type=int, default=5, help="timed steps after warm-up (default 5)")

@@ -10,6 +10,7 @@ import argparse
 import json
 from typing import Any
 
+from batchprof import defaults
 from batchprof.cli.args import (
     add_device_arguments,
     add_json_argument,
@@ -74,7 +75,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "(McCandlish et al. 2018) from gradients of the workload's loss at a small "
                     "and a big batch over several independent draws, with a confidence "
                     "interval; optionally a learning-rate hint for a new batch size.")
-    add_workload_argument(p, positional=True, default="transformer")
+    add_workload_argument(p, positional=True, default=defaults.WORKLOAD)
     add_device_arguments(p)
     add_noise_arguments(p)
     p.add_argument("--target-batch", type=int, default=None, metavar="N",

@@ -10,13 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 
+from batchprof import defaults
 from batchprof.cli.args import add_json_argument, add_workload_argument, workload_ref
 from batchprof.errors import ConfigError
 
-DEFAULT_WORKLOAD = "transformer"  # = batchprof.workloads.DEFAULT_WORKLOAD
-
-
-DEFAULT_GPUS = "H100-80GB,A100-40GB,A100-80GB,L4-24GB,T4-16GB,RTX4090-24GB"
+DEFAULT_WORKLOAD = defaults.WORKLOAD
+DEFAULT_GPUS = defaults.PLAN_GPUS
 
 
 

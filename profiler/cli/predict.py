@@ -10,14 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 
+from batchprof import defaults
 from batchprof.cli.args import add_json_argument, add_workload_argument, workload_ref
 from batchprof.errors import ConfigError
 
-# = batchprof.workloads.DEFAULT_WORKLOAD (not imported: that loads torch at parse time).
-DEFAULT_WORKLOAD = "transformer"
-
-
-DEFAULT_BATCH_SIZES = "1,8,64,512"
+DEFAULT_WORKLOAD = defaults.WORKLOAD
+DEFAULT_BATCH_SIZES = defaults.PREDICT_BATCH_SIZES
 
 
 def parse_batch_sizes(text: str) -> list[int]:

@@ -13,6 +13,7 @@ import argparse
 import json
 from typing import Any
 
+from batchprof import defaults
 from batchprof.cli.args import (
     add_device_arguments,
     add_json_argument,
@@ -21,11 +22,7 @@ from batchprof.cli.args import (
 )
 from batchprof.cli.noise import add_noise_arguments, noise_request
 
-# = batchprof.workloads.DEFAULT_WORKLOAD; not imported here because that loads torch, and the
-# parser is built on every invocation (tests check the two agree).
-DEFAULT_WORKLOAD = "transformer"
-
-
+DEFAULT_WORKLOAD = defaults.WORKLOAD
 EXIT_INTERRUPTED = 130
 
 
@@ -49,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset-size", type=int, default=None, metavar="N",
                    help="samples per epoch: caps the batch size and adds steps and time per "
                         "epoch to the report")
-    p.add_argument("--alpha", type=float, default=0.9,
+    p.add_argument("--alpha", type=float, default=defaults.ALPHA,
                    help="knee threshold: the smallest batch with throughput >= alpha x the best "
                         "(default 0.9; 0.95 is always reported too)")
     p.add_argument("--hint", type=int, default=None, metavar="N",
@@ -64,8 +61,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "memory, power, clocks), psutil on the CPU (default: auto)")
     p.add_argument("--sample-interval", type=float, default=0.1, metavar="S",
                    help="seconds between samples (default 0.1)")
-    p.add_argument("--no-roofline", action="store_true",
-                   help="skip measuring device ceilings and the per-batch roofline / MFU")
+    p.add_argument("--roofline", action="store_true", default=defaults.ROOFLINE,
+                   help="measure the device's ceilings once and put each batch on the roofline "
+                        "(achieved FLOP/s, MFU, memory- or compute-bound); off by default")
+    # accepted for scripts written when the roofline was on by default; it is off now
+    p.add_argument("--no-roofline", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--memory-snapshot", action="store_true",
                    help="re-run the max batch while recording the allocator: a pickle for "
                         "pytorch.org/memory_viz on CUDA, torch.profiler's memory timeline on "
@@ -148,7 +148,7 @@ def run(args: argparse.Namespace, console: Any) -> int:
                           alpha=args.alpha, hint=args.hint, use_prediction=not args.no_predict,
                           timing=timing, on_probe=progress, on_status=progress.sweep,
                           sampler=sampler,
-                          roofline=not args.no_roofline,
+                          roofline=args.roofline and not args.no_roofline,
                           noise_scale=noise_scale)
             with sampler:
                 if out.is_terminal:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch.utils._pytree import tree_leaves
 
+from batchprof import defaults
 from batchprof.backends import Backend, make_backend, unique_storage_bytes
 from batchprof.errors import BudgetError, ConfigError, StepError
 from batchprof.records.measurement import Measurement
@@ -173,7 +174,7 @@ def _run_probe(workload: Workload, batch_size: int, backend: Backend, policy: Ti
 def measure(
     workload: Workload | str,
     batch_size: int,
-    device: str = "cpu",
+    device: str = defaults.DEVICE,
     memory_limit: int | str | None = None,
     *,
     timing: TimingPolicy | None = None,

@@ -83,7 +83,8 @@ class _MaxBatchSearch:
     """State of one search: trusted verdicts per candidate index and the bracket lo < hi."""
 
     def __init__(self, probe: Callable[[int], Outcome], grid: _Grid,
-                 on_probe: Callable[[Outcome], None] | None, extrapolate: bool):
+                 on_probe: Callable[[Outcome], None] | None, extrapolate: bool,
+                 capacity_bytes: int | None = None):
         self.probe, self.grid, self.on_probe = probe, grid, on_probe
         self.known: dict[int, bool] = {}
         self.outcomes: list[Outcome] = []
@@ -93,6 +94,7 @@ class _MaxBatchSearch:
         self.soft_hi: int | None = None  # a hint's window top: assumed infeasible until probed
         self.non_monotonic = False
         self.extrapolate = extrapolate
+        self.capacity_bytes = capacity_bytes
         self.extrapolations = 0
         self.hinted = False
         self.start = 1
@@ -171,8 +173,10 @@ class _MaxBatchSearch:
         secant through the two largest trusted feasible points (else from one point, a line
         through the origin: an underestimate, since resident bytes make the intercept positive)."""
         assert self.lo is not None
-        cap = next((o.capacity_bytes for o in reversed(self.outcomes)
-                    if o.capacity_bytes is not None), None)
+        cap = self.capacity_bytes
+        if cap is None:  # a caller that did not say: the capacity its probes judged against
+            cap = next((o.capacity_bytes for o in reversed(self.outcomes)
+                        if o.capacity_bytes is not None), None)
         lo_size = self.grid.size(self.lo)
         pts = sorted({o.batch_size: o.peak_bytes for o in self.outcomes if o.feasible
                       and o.peak_bytes and o.batch_size <= lo_size}.items())
@@ -212,7 +216,8 @@ def find_max_batch(probe: Callable[[int], Outcome], *, start: int = 1, hint: int
                    min_batch: int = 1, max_batch: int | None = None, multiple_of: int = 1,
                    dataset_size: int | None = None,
                    on_probe: Callable[[Outcome], None] | None = None,
-                   extrapolate: bool = True) -> MaxBatchResult:
+                   extrapolate: bool = True,
+                   capacity_bytes: int | None = None) -> MaxBatchResult:
     """Largest batch size that fits: grow (doubling) from ``start``, or try the window a ``hint``
     claims (hint/1.1 .. hint/0.9, i.e. +-10%), then bisect between the last fit and the first
     failure. Candidates are multiples of ``multiple_of`` (and ``min_batch``) within
@@ -224,22 +229,25 @@ def find_max_batch(probe: Callable[[int], Outcome], *, start: int = 1, hint: int
     the answer, sets ``non_monotonic`` with a note, and the search settles below it. A hint
     that is far too high costs about log2(hint / answer) extra probes (halving down to a fit).
 
-    Raises ConfigError for inconsistent bounds; exceptions from ``probe`` propagate (the
+    ``capacity_bytes`` is what feasibility is judged against (the memory extrapolation needs it);
+    without it the search reads it from the Outcomes that carry it.
+
+    Raises ConfigError (naming the parameter) for inconsistent bounds; exceptions from ``probe`` propagate (the
     caller has already seen every Outcome through ``on_probe``).
     """
-    check_int("--min-batch", min_batch)
-    check_int("--multiple-of", multiple_of)
+    check_int("min_batch", min_batch)
+    check_int("multiple_of", multiple_of)
     check_int("start batch", start)
-    if max_batch is not None and check_int("--max-batch", max_batch) < min_batch:
-        raise ConfigError(f"--max-batch {max_batch} is below --min-batch {min_batch}; "
-                          "raise --max-batch or lower --min-batch")
-    if dataset_size is not None and check_int("--dataset-size", dataset_size) < min_batch:
-        raise ConfigError(f"--dataset-size {dataset_size} is below --min-batch {min_batch}: "
+    if max_batch is not None and check_int("max_batch", max_batch) < min_batch:
+        raise ConfigError(f"max_batch {max_batch} is below min_batch {min_batch}; "
+                          "raise max_batch or lower min_batch")
+    if dataset_size is not None and check_int("dataset_size", dataset_size) < min_batch:
+        raise ConfigError(f"dataset_size {dataset_size} is below min_batch {min_batch}: "
                           "no batch size can be drawn from the data set")
     bounds = [x for x in (max_batch, dataset_size) if x is not None]
     top = min(bounds) if bounds else None
     grid = _Grid(min_batch, multiple_of, top)
-    s = _MaxBatchSearch(probe, grid, on_probe, extrapolate)
+    s = _MaxBatchSearch(probe, grid, on_probe, extrapolate, capacity_bytes)
     if hint is not None:
         hint = check_int("hint", hint)
         clamped = min(max(hint, min_batch), top if top is not None else hint)
@@ -265,7 +273,7 @@ def find_max_batch(probe: Callable[[int], Outcome], *, start: int = 1, hint: int
         why = f": {failed.reason}" if failed is not None and failed.reason else ""
         s.notes.append(f"nothing fits: batch size {min_batch} (the smallest allowed) failed{why}")
     elif hit:
-        which = "dataset size" if dataset_size is not None and top == dataset_size else "--max-batch"
+        which = "dataset size" if dataset_size is not None and top == dataset_size else "max_batch"
         s.notes.append(f"stopped at the {which} bound ({top}): memory was not the limit")
     return MaxBatchResult(
         max_batch=answer, outcomes=tuple(s.outcomes), probes=len(s.outcomes),

@@ -112,7 +112,7 @@ def find_knee(points: Sequence[Outcome], *, alpha: float = 0.9,
     if not 0 < alpha <= 1:
         raise ConfigError(f"alpha must be in (0, 1], got {alpha}")
     check_int("max_refine", max_refine, minimum=0)
-    check_int("--multiple-of", multiple_of)
+    check_int("multiple_of", multiple_of)
     outcomes, refined, notes = list(points), [], []
 
     def fit_now() -> tuple[list[TimedPoint], list[float], bool, list[float] | None]:
