@@ -51,7 +51,7 @@ from .events import (
     TEMPORARY,
     MemEvent,
 )
-from .metacache import META_CACHE
+from .metacache import MetaKernelCache
 from .paths import META_OUTPUT_FIXES, PathCorrections, apply_optimizer_defaults
 
 _MODULE_KEY = "batchprof_module"
@@ -134,7 +134,7 @@ class StorageRecorder(TorchDispatchMode):
     """Records storage allocations/frees of every operator while active (see module doc)."""
 
     def __init__(self, device: torch.device, *, record_ops: bool = False,
-                 profile_markers: bool = False):
+                 profile_markers: bool = False, use_cache: bool = True):
         super().__init__()
         self.device = device
         self.profile_markers = profile_markers
@@ -149,6 +149,8 @@ class StorageRecorder(TorchDispatchMode):
         self.module_stack: list[str] = []
         self.closed = False
         self.fixes: dict[str, int] = {}  # paths.META_OUTPUT_FIXES applied, by name
+        # One cache per recorder, i.e. per trace: no entry outlives the trace (metacache.py).
+        self.cache = MetaKernelCache() if device.type == "meta" and use_cache else None
         self._next_sid = 0
 
     # --- where are we ---------------------------------------------------------------------
@@ -184,8 +186,9 @@ class StorageRecorder(TorchDispatchMode):
         kwargs = kwargs or {}
         index = len(self.ops)
         flat_inputs = tree_leaves((args, kwargs))
-        cache_key = META_CACHE.key(func, args, kwargs) if self.device.type == "meta" else None
-        out = META_CACHE.replay(cache_key, flat_inputs)
+        cache = self.cache
+        cache_key = cache.key(func, args, kwargs) if cache is not None else None
+        out = cache.replay(cache_key, flat_inputs) if cache_key is not None else None
         if out is None:
             try:
                 if self.profile_markers and self.record_ops:
@@ -201,7 +204,8 @@ class StorageRecorder(TorchDispatchMode):
             if fix is not None:
                 out = fix[1](out)
                 self.fixes[fix[0]] = self.fixes.get(fix[0], 0) + 1
-            META_CACHE.store(cache_key, flat_inputs, out)
+            if cache_key is not None:
+                cache.store(cache_key, flat_inputs, out)
         inputs = {_storage_key(t) for t in flat_inputs if isinstance(t, torch.Tensor)}
         module = self.current_module()
         op = str(func)
@@ -316,6 +320,7 @@ def trace_step(
     device: str | torch.device = "meta",
     compute_capability: tuple[int, int] = (8, 0),
     profile_markers: bool = False,
+    meta_cache: bool = True,
     step_window: Callable[[list[torch.Tensor]], contextlib.AbstractContextManager] | None = None,
 ) -> Trace:
     """Trace model construction, a warm-up step and the measured step at ``batch_size``.
@@ -327,7 +332,7 @@ def trace_step(
     """
     device = torch.device(device)
     started = time.perf_counter()
-    recorder = StorageRecorder(device, profile_markers=profile_markers)
+    recorder = StorageRecorder(device, profile_markers=profile_markers, use_cache=meta_cache)
     corrections = PathCorrections(target, compute_capability=compute_capability)
     categories = _Categories()
     extra_fired: list[str] = []
