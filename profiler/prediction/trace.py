@@ -51,6 +51,7 @@ from .events import (
     TEMPORARY,
     MemEvent,
 )
+from .known import KnownValues
 from .metacache import MetaKernelCache
 from .paths import META_OUTPUT_FIXES, PathCorrections, apply_optimizer_defaults
 
@@ -151,6 +152,7 @@ class StorageRecorder(TorchDispatchMode):
         self.fixes: dict[str, int] = {}  # paths.META_OUTPUT_FIXES applied, by name
         # One cache per recorder, i.e. per trace: no entry outlives the trace (metacache.py).
         self.cache = MetaKernelCache() if device.type == "meta" and use_cache else None
+        self.known = KnownValues() if device.type == "meta" else None  # known.py
         self._next_sid = 0
 
     # --- where are we ---------------------------------------------------------------------
@@ -186,8 +188,12 @@ class StorageRecorder(TorchDispatchMode):
         kwargs = kwargs or {}
         index = len(self.ops)
         flat_inputs = tree_leaves((args, kwargs))
+        known = self.known
+        known_ok, shadow_out = (known.evaluate(func, args, kwargs) if known is not None
+                                else (False, None))
         cache = self.cache
-        cache_key = cache.key(func, args, kwargs) if cache is not None else None
+        cache_key = cache.key(func, args, kwargs) if cache is not None and not known_ok \
+            else None
         out = cache.replay(cache_key, flat_inputs) if cache_key is not None else None
         if out is None:
             try:
@@ -199,13 +205,22 @@ class StorageRecorder(TorchDispatchMode):
             except Exception as exc:
                 if self.device.type != "meta":
                     raise
-                raise _trace_error(func, exc) from exc
+                if not known_ok:
+                    raise _trace_error(func, exc, self.current_module()) from exc
+                # A value (or a value-dependent shape) meta cannot give: the shadow knows it.
+                out = known.as_meta(shadow_out)
+                known.answered[str(func)] = known.answered.get(str(func), 0) + 1
             fix = META_OUTPUT_FIXES.get(func) if self.device.type == "meta" else None
             if fix is not None:
                 out = fix[1](out)
                 self.fixes[fix[0]] = self.fixes.get(fix[0], 0) + 1
             if cache_key is not None:
                 cache.store(cache_key, flat_inputs, out)
+        if known is not None:
+            if known_ok:
+                known.attach(out, shadow_out)
+            else:
+                known.forget_written(func, args, kwargs)
         inputs = {_storage_key(t) for t in flat_inputs if isinstance(t, torch.Tensor)}
         module = self.current_module()
         op = str(func)
@@ -234,13 +249,14 @@ class StorageRecorder(TorchDispatchMode):
         return out
 
 
-def _trace_error(func: Any, exc: Exception) -> TraceError:
+def _trace_error(func: Any, exc: Exception, module: str = "") -> TraceError:
     op = str(func)
     packet = op.rsplit(".", 1)[0] if op.count(".") >= 2 else op
     hint = _DATA_DEPENDENT.get(packet)
     reason = hint or f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     return TraceError(
-        f"cannot trace the step on the meta device: operator {op} failed ({reason}). "
+        f"cannot trace the step on the meta device: operator {op} failed ({reason})"
+        f"{f' in module {module!r}' if module else ''}. "
         "Prediction needs every operator to run without real values; data-dependent operators "
         "(nonzero, boolean-mask indexing, .item(), unique) cannot. Measure instead "
         "(batchprof measure / run fall back to real probes).",
@@ -407,7 +423,7 @@ def _step(recorder: StorageRecorder, workload: Workload, model: torch.nn.Module,
         if sid is not None:
             categories.sids[ACTIVATION].add(sid)
     recorder.phase = prefix + "backward"
-    loss.backward()
+    _backward(loss)
     categories.add(recorder, GRADIENT, [p.grad for p in model.parameters()])
     if prefix == "":
         del loss
@@ -416,6 +432,22 @@ def _step(recorder: StorageRecorder, workload: Workload, model: torch.nn.Module,
     categories.add(recorder, OPTIMIZER_STATE, list(_optimizer_tensors(optimizer)))
     optimizer.zero_grad(set_to_none=True)
     recorder.phase = "idle"
+
+
+def _backward(loss: torch.Tensor) -> None:
+    """``loss.backward()`` with the trace's torch-function modes still active inside it.
+
+    A mode is off inside its own handler, and ``Tensor.backward`` goes through the handler, so
+    backward would run without the path corrections; activation checkpointing re-runs forward
+    code inside backward, which must take the forward's paths (else its recompute check fails).
+    Calling the engine directly skips the handler (what ``torch.autograd.backward`` does after
+    its torch-function check: ones_like(loss) as the gradient, accumulate into ``.grad``).
+    """
+    from torch.autograd.graph import _engine_run_backward
+
+    grad = torch.ones_like(loss, memory_format=torch.preserve_format)
+    _engine_run_backward((loss,), (grad,), False, False, (), allow_unreachable=True,
+                         accumulate_grad=True)
 
 
 def _saved_bytes(recorder: StorageRecorder,

@@ -84,7 +84,7 @@ def _bert_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.
 
 
 def _t5_loss(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
-    return model(input_ids=ids, labels=ids[:, : SEQ // 2], use_cache=False).loss
+    return model(input_ids=ids, labels=ids[:, : SEQ // 2].contiguous(), use_cache=False).loss
 
 
 _GPT2 = dict(n_layer=2, n_embd=64, n_head=4, vocab_size=VOCAB, n_positions=SEQ * 2)
