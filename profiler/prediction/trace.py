@@ -41,6 +41,7 @@ from torch.utils._pytree import tree_leaves
 
 from ..errors import TraceError
 from ..workload import Workload
+from .autocast import MetaAutocast
 from .events import (
     ACTIVATION,
     BUFFER,
@@ -350,11 +351,15 @@ def trace_step(
     started = time.perf_counter()
     recorder = StorageRecorder(device, profile_markers=profile_markers, use_cache=meta_cache)
     corrections = PathCorrections(target, compute_capability=compute_capability)
+    autocast = MetaAutocast(target)
     categories = _Categories()
     extra_fired: list[str] = []
     result: dict[str, Any] = {}
     try:
-        with recorder, corrections if device.type == "meta" else contextlib.nullcontext():
+        on_meta = device.type == "meta"
+        # Entered last, so autocast's casts happen before the path corrections look at dtypes.
+        with recorder, corrections if on_meta else contextlib.nullcontext(), \
+                autocast if on_meta else contextlib.nullcontext():
             with torch.device(device):
                 model = workload.model_fn()
             model.train()
@@ -394,7 +399,10 @@ def trace_step(
     finally:
         recorder.closed = True
     return _build_trace(workload, batch_size, target, device, recorder, categories, result,
-                        {**corrections.fired, **recorder.fixes, **dict.fromkeys(extra_fired, 1)},
+                        {**corrections.fired, **recorder.fixes, **dict.fromkeys(extra_fired, 1),
+                         **({"autocast_casts": autocast.casts} if autocast.casts else {}),
+                         **({"known_values": sum(recorder.known.answered.values())}
+                            if recorder.known and recorder.known.answered else {})},
                         time.perf_counter() - started)
 
 
