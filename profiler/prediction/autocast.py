@@ -4,7 +4,7 @@ Autocast is a dispatch key of a device (AutocastCPU, AutocastCUDA): it casts the
 selected operators before they run. Meta tensors carry no such key, so a meta trace of a step
 under ``torch.autocast("cpu", torch.bfloat16)`` runs every operator in fp32 and predicts the
 fp32 model. ``MetaAutocast`` is a torch-function mode that, while autocast is on for the
-target's device type (or inside ``emulated_autocast`` on meta, used by what-if), applies the
+target's device type (or on the CPU: ``emulated_autocast``, used by what-if), applies the
 same policy to meta tensors, above autograd as the real key is:
 
 - operators on the lower-precision list (matmuls, linear, convolutions, SDPA, ...) get every
@@ -23,7 +23,6 @@ modelled: the "promote" list (cat/stack take the widest dtype; meta promotes the
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -56,18 +55,14 @@ _FP32_CUDA_ONLY = (
     torch.log_softmax, torch.Tensor.log_softmax, torch.logsumexp,
 )
 
-_emulated = threading.local()
-
-
 @contextlib.contextmanager
 def emulated_autocast(dtype: torch.dtype) -> Iterator[None]:
-    """Autocast to ``dtype`` for meta tensors (``torch.autocast`` refuses the meta device)."""
-    previous = getattr(_emulated, "dtype", None)
-    _emulated.dtype = dtype
-    try:
+    """Autocast to ``dtype`` for meta tensors: ``torch.autocast`` refuses the meta device, so
+    the CPU's autocast state carries the request (it never touches meta tensors) and
+    ``MetaAutocast`` reads it. Being torch's own state, it is saved and restored by
+    torch.utils.checkpoint around a recompute, as a real autocast region would be."""
+    with torch.autocast("cpu", dtype=dtype):
         yield
-    finally:
-        _emulated.dtype = previous
 
 
 def _floating(t: Any) -> bool:
@@ -87,11 +82,11 @@ class MetaAutocast(TorchFunctionMode):
         self.casts = 0  # arguments cast (each cached weight once), for the trace's record
 
     def _dtype(self) -> torch.dtype | None:
-        emulated = getattr(_emulated, "dtype", None)
-        if emulated is not None:
-            return emulated
-        if torch.is_autocast_enabled(self.device_type):
-            return torch.get_autocast_dtype(self.device_type)
+        # The cuda target also follows CPU autocast: it carries emulated_autocast, and a
+        # workload's autocast("cuda") is switched off by torch on a machine without CUDA.
+        for device_type in dict.fromkeys((self.device_type, "cpu")):
+            if torch.is_autocast_enabled(device_type):
+                return torch.get_autocast_dtype(device_type)
         return None
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
