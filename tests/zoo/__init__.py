@@ -26,6 +26,31 @@ from batchprof import Workload
 
 from . import no_torchvision
 
+
+def hide_repo_kernels_dir() -> None:
+    """Keep the bare name ``kernels`` from resolving to this repository's ``kernels/``.
+
+    transformers probes for the Hugging Face ``kernels`` package (find_spec, then import when
+    it has no metadata). With the repository root on sys.path (pytest, scripts run from the
+    root) that finds ``kernels/`` -- this project's Triton kernels, whose import name is
+    ``batchprof.kernels`` -- and imports it a second time under the wrong name (registering its
+    ops twice, importing Triton before TRITON_INTERPRET is set). A ``None`` entry in
+    sys.modules makes find_spec answer "not installed"; a real HF ``kernels`` is left alone.
+    """
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    if "kernels" in sys.modules:
+        return
+    spec = importlib.util.find_spec("kernels")
+    repo_kernels = Path(__file__).resolve().parents[2] / "kernels"
+    if spec is not None and spec.origin and Path(spec.origin).resolve().parent == repo_kernels:
+        sys.modules["kernels"] = None  # type: ignore[assignment]
+
+
+hide_repo_kernels_dir()
+
 SEQ = 32
 VOCAB = 256
 IMAGE = 32
