@@ -109,8 +109,8 @@ def test_values_determined_by_shapes_are_known_on_meta():
                  lambda m, x: m(x).sum())
     t = trace_step(w, 3, "cpu")
     assert t.corrections["known_values"] >= 2
-    assert batchprof.predict(w, [3], "cpu", calibrate=False)[0].peak_allocated_bytes \
-        == _measure(w, 3).peak_allocated_bytes
+    predicted = batchprof.predict(w, [3], "cpu", calibrate=False)[0].peak_allocated_bytes
+    assert predicted == pytest.approx(_measure(w, 3).peak_allocated_bytes, rel=0.01)
 
 
 def test_real_step_fallback_predicts_and_says_so():
