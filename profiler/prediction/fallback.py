@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..errors import TraceError
-from ..workload import Workload
+from ..workloads.base import Workload
 from .trace import Trace, trace_step
 
 

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..workload import Workload
+from ..workloads.base import Workload
 from .autocast import emulated_autocast
 
 WHAT_IFS = {"bf16": torch.bfloat16, "fp16": torch.float16, "checkpoint": None}
