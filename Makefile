@@ -14,7 +14,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)" -e ".[dev,models]"
+	$(BIN)/python -m pip install --quiet --no-deps timm==1.0.31
 	touch $@
 
 run: setup

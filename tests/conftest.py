@@ -5,6 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+import batchprof.kernels  # noqa: F401 - sets TRITON_INTERPRET before anything imports triton
+from tests.zoo import hide_repo_kernels_dir
+
+hide_repo_kernels_dir()  # transformers must not import the repo's kernels/ (tests/zoo)
+
 
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():

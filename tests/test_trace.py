@@ -11,7 +11,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from batchprof import TraceError, Workload
-from batchprof.prediction import trace as trace_module
 from batchprof.prediction.allocators import CpuAllocatorModel, replay
 from batchprof.prediction.events import (
     ACTIVATION,
@@ -20,7 +19,6 @@ from batchprof.prediction.events import (
     OPTIMIZER_STATE,
     PARAMETER,
 )
-from batchprof.prediction.metacache import MetaKernelCache
 from batchprof.prediction.paths import (
     SDPA_EFFICIENT,
     SDPA_FLASH,
@@ -136,11 +134,10 @@ def test_meta_trace_matches_a_recording_of_the_real_cpu_step():
     assert [e.nbytes for e in meta.events] == [e.nbytes for e in real.events]
 
 
-def test_meta_kernel_cache_changes_nothing(monkeypatch):
+def test_meta_kernel_cache_changes_nothing():
     w = mlp()
     cached = trace_step(w, 6, "cpu")
-    monkeypatch.setattr(trace_module, "META_CACHE", MetaKernelCache(0))
-    uncached = trace_step(w, 6, "cpu")
+    uncached = trace_step(w, 6, "cpu", meta_cache=False)
     assert cached.events == uncached.events
 
 

@@ -1,6 +1,10 @@
 """A cache of meta-kernel outputs keyed by input metadata: the trace's main speed-up.
 
-Used by trace.StorageRecorder; see ``MetaKernelCache``.
+Used by trace.StorageRecorder; see ``MetaKernelCache``. Each trace owns its cache (nothing
+outlives one trace: a failed trace cannot leave entries behind for the next one), and only
+operators whose every tensor argument is on the meta device are cached: an operator that
+touches a real tensor (an optimizer's step counter on the CPU, a value read by ``.item()``)
+reads or writes data, so its result is not a function of metadata and is always run.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ class MetaKernelCache:
     parameter of a shape, so after the first call an operator's outputs are rebuilt with
     ``empty_strided`` (fresh storages) or handed back as the input they alias (in-place ops
     return ``self``). Anything else (views, outputs sharing a storage, odd storage sizes) is
-    never cached and always runs the kernel.
+    never cached and always runs the kernel, and so is every operator with a non-meta
+    tensor argument (see the module docstring).
     """
 
     _PLAIN = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout,
@@ -39,8 +44,8 @@ class MetaKernelCache:
 
     def _freeze(self, value: Any) -> Any:
         if isinstance(value, torch.Tensor):
-            if value.device.type != "meta" and value.dim() > 0:
-                raise TypeError  # real data (a host tensor) may matter; do not cache
+            if value.device.type != "meta" or type(value) is not torch.Tensor:
+                raise TypeError  # real data (even a 0-d host scalar) matters; do not cache
             return ("T", tuple(value.shape), value.stride(), value.dtype, value.device.type)
         if isinstance(value, (list, tuple)):
             return (type(value).__name__, *(self._freeze(v) for v in value))
@@ -82,8 +87,8 @@ class MetaKernelCache:
         described: list[Any] = []
         for t in leaves:
             if not isinstance(t, torch.Tensor):
-                if not isinstance(t, self._PLAIN):
-                    return
+                if not isinstance(t, self._PLAIN) or isinstance(t, (int, float, bool)):
+                    return  # a number out of an operator is a value: never replay it
                 described.append(t)
                 continue
             key_s = _storage_key(t)
@@ -102,5 +107,3 @@ def _minimal_nbytes(t: torch.Tensor) -> int:
     return (1 + sum((size - 1) * stride for size, stride in zip(t.shape, t.stride(),
                                                                 strict=True))) * t.element_size()
 
-
-META_CACHE = MetaKernelCache()

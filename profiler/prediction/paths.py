@@ -186,8 +186,9 @@ class PathCorrections(TorchFunctionMode):
     def _sdpa_cpu(self, args: tuple, kwargs: dict) -> Any:
         a = _sdpa_args(args, kwargs)
         q, k, v, mask = a["query"], a["key"], a["value"], a["attn_mask"]
-        if not all(_is_meta(t) for t in (q, k, v)) or a["enable_gqa"]:
+        if not all(_is_meta(t) for t in (q, k, v)):
             return NotImplemented
+        # The CPU flash kernel takes grouped-query attention (fewer k/v heads) natively.
         choice = cpu_sdpa_backend(q, k, v, mask, a["dropout_p"], a["is_causal"], a["scale"],
                                   a["enable_gqa"])
         if choice != SDPA_FLASH:

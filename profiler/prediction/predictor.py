@@ -10,15 +10,15 @@ to the replay and subtracts the context overhead from the GPU's capacity (gpus.p
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from types import MappingProxyType
+from dataclasses import dataclass
 from typing import Any
 
 import psutil
 
-from ..errors import ConfigError
+from ..errors import ConfigError, TraceError
 from ..gpus import GpuSpec, get_gpu
 from ..probe.step import validate_batch_size
 from ..workloads.base import Workload
@@ -26,8 +26,11 @@ from ..workloads.registry import load_workload
 from .allocators import CpuAllocatorModel, CudaCachingAllocatorModel, CudaOverheads, replay
 from .calibrate import Calibration, calibrate_cpu, calibrate_with_measurements
 from .events import ACTIVATION, WORKSPACE, MemEvent
+from .fallback import fallback_note, no_path_error, record_real_trace
 from .model import AffineTrace, Curve, StructureMismatch, largest_fitting
+from .records import FitInfo, Prediction
 from .trace import Trace, trace_step
+from .whatif import parse_what_if, rewrite, scenarios
 
 TARGETS = ("cpu", "cuda")
 DEFAULT_ANCHORS = (2, 4)  # b = 1 often differs in structure (a view where larger b copies)
@@ -36,92 +39,6 @@ DEFAULT_ANCHORS = (2, 4)  # b = 1 often differs in structure (a view where large
 DEFAULT_CALIBRATION_SIZES = (1, 2, 4, 8)
 TOP_MODULES = 10
 UNATTRIBUTED = "unattributed"  # the calibration residual in by_category
-
-
-@dataclass(frozen=True)
-class FitInfo:
-    """How a prediction was obtained and how well the batch-affine model held.
-
-    ``method``: "affine" (event sizes interpolated from the anchor traces) or "traced" (this
-    size traced on its own: below the anchors, or the model failed its check). ``fit_error``:
-    largest relative difference between interpolated and traced event sizes at
-    ``check_batch_size`` (0.0: exact; None: not checked). The peak's line over the anchors,
-    ``peak ~= fixed + per_sample * b``, is reported for allocated and reserved bytes.
-    """
-
-    method: str
-    anchors: tuple[int, ...]
-    check_batch_size: int | None
-    fit_error: float | None
-    allocated_fixed_bytes: int
-    allocated_per_sample_bytes: float
-    reserved_fixed_bytes: int
-    reserved_per_sample_bytes: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "anchors": list(self.anchors),
-                "check_batch_size": self.check_batch_size, "fit_error": self.fit_error,
-                "allocated_fixed_bytes": self.allocated_fixed_bytes,
-                "allocated_per_sample_bytes": self.allocated_per_sample_bytes,
-                "reserved_fixed_bytes": self.reserved_fixed_bytes,
-                "reserved_per_sample_bytes": self.reserved_per_sample_bytes}
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """Predicted memory of one steady-state training step (meanings as in DESIGN.md).
-
-    ``traced_peak_bytes``: the trace alone; ``calibration_bytes``: what calibration added
-    (``peak_allocated_bytes - traced_peak_bytes``). ``by_category``: live bytes by category at
-    the allocated peak (allocator-counted, so rounded on CUDA; the calibration residual is
-    ``"unattributed"``). ``top_modules``: activation bytes by module, largest first.
-    ``capacity_bytes``: usable memory of ``gpu`` (total minus the context estimate), when a GPU
-    was named; ``fits`` compares the peak reserved bytes with it.
-    """
-
-    workload: str
-    batch_size: int
-    target: str
-    peak_allocated_bytes: int
-    peak_reserved_bytes: int
-    activation_bytes: int
-    resident_bytes: int
-    traced_peak_bytes: int
-    calibration_bytes: int
-    by_category: Mapping[str, int]
-    top_modules: tuple[tuple[str, int], ...]
-    fit: FitInfo
-    corrections: Mapping[str, int] = field(default_factory=dict)
-    gpu: str | None = None
-    capacity_bytes: int | None = None
-    calibration: Calibration | None = None
-    notes: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        for name in ("by_category", "corrections"):
-            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
-
-    @property
-    def fits(self) -> bool | None:
-        if self.capacity_bytes is None:
-            return None
-        return self.peak_reserved_bytes <= self.capacity_bytes
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "workload": self.workload, "batch_size": self.batch_size, "target": self.target,
-            "peak_allocated_bytes": self.peak_allocated_bytes,
-            "peak_reserved_bytes": self.peak_reserved_bytes,
-            "activation_bytes": self.activation_bytes, "resident_bytes": self.resident_bytes,
-            "traced_peak_bytes": self.traced_peak_bytes,
-            "calibration_bytes": self.calibration_bytes,
-            "by_category": dict(self.by_category),
-            "top_modules": [[m, b] for m, b in self.top_modules],
-            "fit": self.fit.to_dict(), "corrections": dict(self.corrections),
-            "gpu": self.gpu, "capacity_bytes": self.capacity_bytes, "fits": self.fits,
-            "calibration": self.calibration.to_dict() if self.calibration else None,
-            "notes": list(self.notes),
-        }
 
 
 @dataclass(frozen=True)
@@ -184,7 +101,14 @@ class Predictor:
         self.calibration: Calibration | None = None
         # One check trace: at the largest size asked for, or at 2x the upper anchor.
         beyond = [b for b in check_sizes if b > self.anchors[1]]
-        self._build_affine([max(beyond) if beyond else 2 * self.anchors[1]])
+        checks = [max(beyond) if beyond else 2 * self.anchors[1]]
+        self.path = "trace"  # or "real-steps" (fallback.py)
+        try:
+            self._build_affine(checks)
+        except TraceError as exc:
+            if not (calibrate and target == "cpu"):
+                raise
+            self._fall_back_to_real_steps(exc)
         if calibrate:
             self._calibrate(calibration_sizes, calibration_device)
 
@@ -222,6 +146,24 @@ class Predictor:
         else:
             self.notes.append(f"batch-affine model off by up to {self.fit_error:.2%} at batch "
                               f"{self.check_batch_size}; every size is traced on its own")
+
+    def _fall_back_to_real_steps(self, error: TraceError) -> None:
+        """The meta trace cannot go on (a value is needed): record real CPU steps at the
+        anchors instead and use them only if they are exactly batch-affine (fallback.py)."""
+        self.path = "real-steps"
+        self.trace = functools.lru_cache(maxsize=16)(
+            lambda b: record_real_trace(self.workload, b))
+        check = 2 * self.anchors[1]  # small: a real step at the largest size asked could OOM
+        self.notes.append(fallback_note(error, self.anchors, check))
+        try:
+            self._build_affine([check])
+        except Exception as exc:
+            raise no_path_error(error, f"the real step failed too ({type(exc).__name__}: "
+                                f"{exc})") from exc
+        if self.affine is None:
+            raise no_path_error(error, "real steps at batch "
+                                f"{', '.join(map(str, self.anchors + (check,)))} are not "
+                                "batch-affine (different operators or sizes)")
 
     def _calibrate(self, sizes: Sequence[int], device: str) -> None:
         if self.target == "cpu":
@@ -392,6 +334,7 @@ def predict(
     calibrate: bool = True,
     device_for_calibration: str | None = None,
     calibration_sizes: Sequence[int] = DEFAULT_CALIBRATION_SIZES,
+    what_if: str | Sequence[str] | None = None,
 ) -> list[Prediction]:
     """Predict peak memory of one steady-state training step at each batch size.
 
@@ -401,16 +344,28 @@ def predict(
     target's device type (``device_for_calibration``, default: the target) to learn what no
     trace sees; skipped with a note on cuda when no CUDA device is present.
 
-    Raises ConfigError for bad sizes, target or GPU name, TraceError when the step cannot run
-    on the meta device (the message names the operator).
+    ``what_if`` ("bf16", "fp16", "checkpoint"; a list or "bf16,checkpoint"): also predict the
+    workload rewritten that way (batchprof.prediction.whatif), side by side: the result is the
+    sizes as written, then the sizes under each what-if alone, then under all together; each
+    Prediction's ``what_if`` says which.
+
+    Raises ConfigError for bad sizes, target, GPU or what-if name, TraceError when no path can
+    predict the step (the meta trace stopped and, on the CPU with calibration, real small
+    steps were not batch-affine either; the message names the operator and module).
     """
     sizes = [validate_batch_size(b) for b in batch_sizes]
     if not sizes:
         raise ConfigError("batch_sizes is empty; give at least one batch size")
-    predictor = Predictor(workload, target, gpu=gpu, calibrate=calibrate,
-                          device_for_calibration=device_for_calibration,
-                          calibration_sizes=calibration_sizes, check_sizes=[max(sizes)])
-    return [predictor.predict(b) for b in sizes]
+    base = load_workload(workload)
+    out = []
+    for scenario in scenarios(parse_what_if(what_if)):
+        rewritten, notes = rewrite(base, scenario)
+        predictor = Predictor(rewritten, target, gpu=gpu, calibrate=calibrate,
+                              device_for_calibration=device_for_calibration,
+                              calibration_sizes=calibration_sizes, check_sizes=[max(sizes)])
+        predictor.notes[:0] = notes
+        out += [dataclasses.replace(predictor.predict(b), what_if=scenario) for b in sizes]
+    return out
 
 
 def predict_max_batch(

@@ -41,6 +41,7 @@ from torch.utils._pytree import tree_leaves
 
 from ..errors import TraceError
 from ..workloads.base import Workload
+from .autocast import MetaAutocast
 from .events import (
     ACTIVATION,
     BUFFER,
@@ -51,7 +52,8 @@ from .events import (
     TEMPORARY,
     MemEvent,
 )
-from .metacache import META_CACHE
+from .known import KnownValues
+from .metacache import MetaKernelCache
 from .paths import META_OUTPUT_FIXES, PathCorrections, apply_optimizer_defaults
 
 _MODULE_KEY = "batchprof_module"
@@ -134,7 +136,7 @@ class StorageRecorder(TorchDispatchMode):
     """Records storage allocations/frees of every operator while active (see module doc)."""
 
     def __init__(self, device: torch.device, *, record_ops: bool = False,
-                 profile_markers: bool = False):
+                 profile_markers: bool = False, use_cache: bool = True):
         super().__init__()
         self.device = device
         self.profile_markers = profile_markers
@@ -149,6 +151,9 @@ class StorageRecorder(TorchDispatchMode):
         self.module_stack: list[str] = []
         self.closed = False
         self.fixes: dict[str, int] = {}  # paths.META_OUTPUT_FIXES applied, by name
+        # One cache per recorder, i.e. per trace: no entry outlives the trace (metacache.py).
+        self.cache = MetaKernelCache() if device.type == "meta" and use_cache else None
+        self.known = KnownValues() if device.type == "meta" else None  # known.py
         self._next_sid = 0
 
     # --- where are we ---------------------------------------------------------------------
@@ -184,8 +189,13 @@ class StorageRecorder(TorchDispatchMode):
         kwargs = kwargs or {}
         index = len(self.ops)
         flat_inputs = tree_leaves((args, kwargs))
-        cache_key = META_CACHE.key(func, args, kwargs) if self.device.type == "meta" else None
-        out = META_CACHE.replay(cache_key, flat_inputs)
+        known = self.known
+        known_ok, shadow_out = (known.evaluate(func, args, kwargs) if known is not None
+                                else (False, None))
+        cache = self.cache
+        cache_key = cache.key(func, args, kwargs) if cache is not None and not known_ok \
+            else None
+        out = cache.replay(cache_key, flat_inputs) if cache_key is not None else None
         if out is None:
             try:
                 if self.profile_markers and self.record_ops:
@@ -196,12 +206,22 @@ class StorageRecorder(TorchDispatchMode):
             except Exception as exc:
                 if self.device.type != "meta":
                     raise
-                raise _trace_error(func, exc) from exc
+                if not known_ok:
+                    raise _trace_error(func, exc, self.current_module()) from exc
+                # A value (or a value-dependent shape) meta cannot give: the shadow knows it.
+                out = known.as_meta(shadow_out)
+                known.answered[str(func)] = known.answered.get(str(func), 0) + 1
             fix = META_OUTPUT_FIXES.get(func) if self.device.type == "meta" else None
             if fix is not None:
                 out = fix[1](out)
                 self.fixes[fix[0]] = self.fixes.get(fix[0], 0) + 1
-            META_CACHE.store(cache_key, flat_inputs, out)
+            if cache_key is not None:
+                cache.store(cache_key, flat_inputs, out)
+        if known is not None:
+            if known_ok:
+                known.attach(out, shadow_out)
+            else:
+                known.forget_written(func, args, kwargs)
         inputs = {_storage_key(t) for t in flat_inputs if isinstance(t, torch.Tensor)}
         module = self.current_module()
         op = str(func)
@@ -230,13 +250,14 @@ class StorageRecorder(TorchDispatchMode):
         return out
 
 
-def _trace_error(func: Any, exc: Exception) -> TraceError:
+def _trace_error(func: Any, exc: Exception, module: str = "") -> TraceError:
     op = str(func)
     packet = op.rsplit(".", 1)[0] if op.count(".") >= 2 else op
     hint = _DATA_DEPENDENT.get(packet)
     reason = hint or f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     return TraceError(
-        f"cannot trace the step on the meta device: operator {op} failed ({reason}). "
+        f"cannot trace the step on the meta device: operator {op} failed ({reason})"
+        f"{f' in module {module!r}' if module else ''}. "
         "Prediction needs every operator to run without real values; data-dependent operators "
         "(nonzero, boolean-mask indexing, .item(), unique) cannot. Measure instead "
         "(batchprof measure / run fall back to real probes).",
@@ -316,6 +337,7 @@ def trace_step(
     device: str | torch.device = "meta",
     compute_capability: tuple[int, int] = (8, 0),
     profile_markers: bool = False,
+    meta_cache: bool = True,
     step_window: Callable[[list[torch.Tensor]], contextlib.AbstractContextManager] | None = None,
 ) -> Trace:
     """Trace model construction, a warm-up step and the measured step at ``batch_size``.
@@ -327,13 +349,17 @@ def trace_step(
     """
     device = torch.device(device)
     started = time.perf_counter()
-    recorder = StorageRecorder(device, profile_markers=profile_markers)
+    recorder = StorageRecorder(device, profile_markers=profile_markers, use_cache=meta_cache)
     corrections = PathCorrections(target, compute_capability=compute_capability)
+    autocast = MetaAutocast(target)
     categories = _Categories()
     extra_fired: list[str] = []
     result: dict[str, Any] = {}
     try:
-        with recorder, corrections if device.type == "meta" else contextlib.nullcontext():
+        on_meta = device.type == "meta"
+        # Entered last, so autocast's casts happen before the path corrections look at dtypes.
+        with recorder, corrections if on_meta else contextlib.nullcontext(), \
+                autocast if on_meta else contextlib.nullcontext():
             with torch.device(device):
                 model = workload.model_fn()
             model.train()
@@ -373,7 +399,10 @@ def trace_step(
     finally:
         recorder.closed = True
     return _build_trace(workload, batch_size, target, device, recorder, categories, result,
-                        {**corrections.fired, **recorder.fixes, **dict.fromkeys(extra_fired, 1)},
+                        {**corrections.fired, **recorder.fixes, **dict.fromkeys(extra_fired, 1),
+                         **({"autocast_casts": autocast.casts} if autocast.casts else {}),
+                         **({"known_values": sum(recorder.known.answered.values())}
+                            if recorder.known and recorder.known.answered else {})},
                         time.perf_counter() - started)
 
 
@@ -402,7 +431,7 @@ def _step(recorder: StorageRecorder, workload: Workload, model: torch.nn.Module,
         if sid is not None:
             categories.sids[ACTIVATION].add(sid)
     recorder.phase = prefix + "backward"
-    loss.backward()
+    _backward(loss)
     categories.add(recorder, GRADIENT, [p.grad for p in model.parameters()])
     if prefix == "":
         del loss
@@ -411,6 +440,22 @@ def _step(recorder: StorageRecorder, workload: Workload, model: torch.nn.Module,
     categories.add(recorder, OPTIMIZER_STATE, list(_optimizer_tensors(optimizer)))
     optimizer.zero_grad(set_to_none=True)
     recorder.phase = "idle"
+
+
+def _backward(loss: torch.Tensor) -> None:
+    """``loss.backward()`` with the trace's torch-function modes still active inside it.
+
+    A mode is off inside its own handler, and ``Tensor.backward`` goes through the handler, so
+    backward would run without the path corrections; activation checkpointing re-runs forward
+    code inside backward, which must take the forward's paths (else its recompute check fails).
+    Calling the engine directly skips the handler (what ``torch.autograd.backward`` does after
+    its torch-function check: ones_like(loss) as the gradient, accumulate into ``.grad``).
+    """
+    from torch.autograd.graph import _engine_run_backward
+
+    grad = torch.ones_like(loss, memory_format=torch.preserve_format)
+    _engine_run_backward((loss,), (grad,), False, False, (), allow_unreachable=True,
+                         accumulate_grad=True)
 
 
 def _saved_bytes(recorder: StorageRecorder,

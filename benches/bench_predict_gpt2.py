@@ -1,0 +1,59 @@
+"""Speed of prediction on a real-library model: transformers' GPT-2-small (124M parameters,
+sequence 1024, sdpa attention, random weights from the default GPT2Config), whole predicted
+curve at 16 batch sizes on the CPU target from meta traces alone (calibrate=False).
+
+    pytest benches/bench_predict_gpt2.py --benchmark-only -s
+
+Targets (issue 11): the curve in < 5 s; with what-if bf16,checkpoint (four scenarios: as
+written, bf16, checkpoint, both) in < 15 s, on 2 cores. Needs the models extra (tests/zoo).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from batchprof import Workload
+from batchprof.prediction import predict
+from tests import zoo
+
+CURVE_SIZES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+SEQ = 1024
+pytestmark = pytest.mark.skipif(zoo.available() is not None, reason=str(zoo.available()))
+
+
+def gpt2_small() -> Workload:
+    def build() -> torch.nn.Module:
+        import transformers
+
+        config = transformers.GPT2Config(attn_implementation="sdpa")
+        return transformers.GPT2LMHeadModel(config)
+
+    def batch(batch_size: int, device: torch.device) -> torch.Tensor:
+        return torch.randint(0, 50257, (batch_size, SEQ), device=device)
+
+    def loss(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+        return model(input_ids=ids, labels=ids, use_cache=False).loss
+
+    return Workload("hf-gpt2-small", build, batch, loss)
+
+
+@pytest.mark.parametrize("what_if", [None, "bf16,checkpoint"], ids=["as-written", "what-if"])
+def test_gpt2_small_curve(benchmark, what_if):
+    w = gpt2_small()
+    started = time.perf_counter()
+    predictions = benchmark.pedantic(
+        lambda: predict(w, CURVE_SIZES, "cpu", calibrate=False, what_if=what_if),
+        rounds=1, iterations=1)
+    elapsed = time.perf_counter() - started
+    scenarios = sorted({p.what_if for p in predictions})
+    assert len(predictions) == len(CURVE_SIZES) * len(scenarios)
+    peaks = {s: [p.peak_allocated_bytes for p in predictions if p.what_if == s]
+             for s in scenarios}
+    assert all(a <= b for curve in peaks.values() for a, b in zip(curve, curve[1:], strict=False))
+    benchmark.extra_info.update(seconds=elapsed, target_s=15.0 if what_if else 5.0,
+                                peak_at_512={"+".join(s) or "as-written": c[-1]
+                                             for s, c in peaks.items()})
+    print(f"\nGPT-2 small, 16 sizes, what-if={what_if}: {elapsed:.2f} s")
