@@ -14,7 +14,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# The integrations' test extras, with torch named on the same line so pip keeps that build.
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)" -e ".[dev,lightning,hf]"
 	touch $@
 
 run: setup
