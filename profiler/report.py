@@ -7,6 +7,7 @@ A report directory ``reports/<workload>-<timestamp>/`` holds:
 - ``results.json``: the whole ProfileResult (every raw measurement, options, environment);
 - ``results.csv``: the table of :func:`result_frame` (max batch, throughput ladder, knee);
 - ``probes.csv``: one row per probe, in run order;
+- ``report.html``: everything on one self-contained page (see :mod:`batchprof.html_report`);
 - ``summary.md``: what a person reads first;
 - ``peak_memory.png`` and ``throughput.png``; ``utilization.png`` when probes carried sampler
   data and ``roofline.png`` when the run computed roofline figures.
@@ -409,6 +410,7 @@ class ReportFiles:
 
 
 FILE_DESCRIPTIONS = {
+    "report.html": "the whole report on one self-contained page (plots inline)",
     "summary.md": "this summary",
     "results.json": "every raw measurement, options, environment",
     "results.csv": "max batch, throughput ladder, knee (one row each)",
@@ -438,6 +440,9 @@ def write_report(result: ProfileResult, directory: str | os.PathLike) -> ReportF
     files = {k: v for k, v in FILE_DESCRIPTIONS.items()
              if (k != PROBE_LOG or log.exists()) and optional.get(k, True) is not None}
     (d / "summary.md").write_text(summary_markdown(result, files), encoding="utf-8")
+    from .html_report import write_html
+
+    write_html(result, d)
     return ReportFiles(d, d / "results.json", d / "results.csv", d / "probes.csv",
                        d / "summary.md", d / "peak_memory.png", d / "throughput.png",
                        log if log.exists() else None)
