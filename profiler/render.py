@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.table import Table
 
 from .types import Measurement
@@ -38,3 +40,44 @@ def measurement_table(m: Measurement) -> Table:
             value = f"{fmt_float(s.mean)} / {fmt_float(s.max)} {s.unit}"
         table.add_row(f"{s.name} (mean / max)", value)
     return table
+
+
+def _compared(metric: str, value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    if metric == "peak_allocated_bytes":
+        return format_bytes(value)
+    if metric == "samples_per_s":
+        return f"{value:,.1f}"
+    return f"{value:g}"
+
+
+def comparison_tables(cmp: Any) -> list[Table]:
+    """A batchprof.compare.Comparison, one table per subject: per batch size the peak memory
+    and throughput of both runs with the change, then the max batch; regressions marked."""
+    tables = []
+    for subject in dict.fromkeys(r.subject for r in cmp.rows):
+        rows = [r for r in cmp.rows if r.subject == subject]
+        table = Table(title=f"{subject}: {cmp.old_source} -> {cmp.new_source}",
+                      title_justify="left")
+        for name in ("batch", "peak old", "peak new", "change", "samples/s old",
+                     "samples/s new", "change", "verdict"):
+            table.add_column(name, justify="left" if name == "verdict" else "right")
+        by_batch: dict[Any, dict[str, Any]] = {}
+        for r in rows:
+            by_batch.setdefault(r.batch_size, {})[r.metric] = r
+        for batch, metrics in by_batch.items():
+            cells = ["max batch" if batch is None else str(batch)]
+            for metric in (("max_batch",) if batch is None
+                           else ("peak_allocated_bytes", "samples_per_s")):
+                r = metrics.get(metric)
+                cells += ["n/a"] * 3 if r is None else [
+                    _compared(metric, r.old), _compared(metric, r.new),
+                    "n/a" if r.change is None else f"{r.change:+.1%}"]
+            if batch is None:
+                cells += ["", "", ""]
+            flagged = [r for r in metrics.values() if r.regression]
+            cells.append("[bold red]REGRESSION[/]" if flagged else "")
+            table.add_row(*cells)
+        tables.append(table)
+    return tables

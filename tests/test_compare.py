@@ -177,3 +177,40 @@ def test_step(benchmark, batchprof):
     same = compare(figures, figures, Thresholds(max_peak_increase=0.0))
     assert same.regressions == () and {r.change for r in same.rows
                                        if r.metric == "peak_allocated_bytes"} == {0.0}
+
+
+# ---- batchprof compare (the CLI) ------------------------------------------------------------
+def test_cli_exits_1_on_a_memory_regression_and_names_it(runs, capsys):
+    from batchprof.cli import main
+
+    (_, old_dir), (_, worse_dir) = runs["old"], runs["worse"]
+    code = main(["compare", str(old_dir), str(worse_dir), "--max-peak-increase", "5%"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "REGRESSION" in out and "regression(s):" in out and "peak_allocated_bytes rose" in out
+
+
+def test_cli_exits_0_on_an_improvement(runs, capsys):
+    from batchprof.cli import main
+
+    (_, old_dir), (_, better_dir) = runs["old"], runs["better"]
+    code = main(["compare", str(old_dir / "results.json"), str(better_dir),
+                 "--max-peak-increase", "0%", "--max-batch-decrease", "0"])
+    out = capsys.readouterr().out
+    assert code == 0 and "REGRESSION" not in out
+    assert "no regression past the thresholds given" in out
+
+
+def test_cli_json_and_bad_input(runs, capsys, tmp_path):
+    from batchprof.cli import main
+
+    (_, old_dir), (_, worse_dir) = runs["old"], runs["worse"]
+    assert main(["compare", str(old_dir), str(worse_dir), "--json",
+                 "--max-peak-increase", "5%"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["regressions"] >= 1 and data["thresholds"]["max_peak_increase"] == 0.05
+    assert main(["compare", str(old_dir), str(tmp_path / "missing")]) == 2
+    assert main(["compare", str(old_dir), str(worse_dir), "--max-peak-increase", "lots"]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "--max-peak-increase 'lots'" in err
+    assert len([line for line in err.splitlines() if line.startswith("error:")]) == 2

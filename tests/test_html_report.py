@@ -154,3 +154,24 @@ def test_report_html_in_headless_chromium(report_dir, tmp_path):
     assert taken.returncode == 0, taken.stderr[-2000:]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
     print(f"screenshot of report.html: {shot}")
+
+
+def test_batchprof_report_rebuilds_the_files_from_results_json(report_dir, tmp_path, capsys):
+    import shutil as sh
+
+    from batchprof.cli import main
+
+    copy = tmp_path / "copy"
+    sh.copytree(report_dir, copy)
+    before = (copy / HTML_FILE).read_text(encoding="utf-8")
+    for name in (HTML_FILE, "summary.md", "results.csv", "peak_memory.png"):
+        (copy / name).unlink()
+    assert main(["report", str(copy)]) == 0
+    assert "rebuilt" in capsys.readouterr().out
+    for name in (HTML_FILE, "summary.md", "results.csv", "peak_memory.png"):
+        assert (copy / name).is_file()
+    after = (copy / HTML_FILE).read_text(encoding="utf-8")
+    strip = re.compile(r"<svg.*?</svg>", re.S)  # plots re-drawn: compare the rest exactly
+    assert strip.sub("", after) == strip.sub("", before)
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
