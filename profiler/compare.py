@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from batchprof.errors import ConfigError
 
 RESULTS_FILE = "results.json"
 # metric -> (unit, which direction is worse)
@@ -210,7 +210,7 @@ def compare(old: RunFigures, new: RunFigures, thresholds: Thresholds | None = No
 # ---- loading --------------------------------------------------------------------------------
 def figures_from_result(data: dict[str, Any], source: str) -> RunFigures:
     """RunFigures of one ``ProfileResult.to_dict()`` (a results.json)."""
-    from .result import ProfileResult
+    from batchprof.records.result import ProfileResult
 
     result = ProfileResult.from_dict(data)
     per_batch = {(result.workload, p.batch_size): BatchFigures(

@@ -19,7 +19,7 @@ from batchprof.compare import (
 )
 from batchprof.errors import ConfigError
 from batchprof.probe import TimingPolicy
-from batchprof.report import write_report
+from batchprof.render.files import write_report
 
 from .helpers import tiny_workload
 

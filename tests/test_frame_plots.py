@@ -12,16 +12,16 @@ import pytest
 
 import batchprof
 from batchprof.backends.fake import FakeBackend
-from batchprof.frame import result_frame
-from batchprof.plots import (
+from batchprof.probe import TimingPolicy
+from batchprof.records.frame import result_frame
+from batchprof.records.measurement import SampleSeries
+from batchprof.render.plots import (
     draw_peak_memory,
     draw_roofline,
     draw_throughput,
     draw_utilization,
     non_overlapping,
 )
-from batchprof.probe import TimingPolicy
-from batchprof.types import SampleSeries
 
 from .helpers import tiny_workload
 
@@ -60,7 +60,7 @@ def enriched(result):
 
 # ---- to_frame -------------------------------------------------------------------------------
 def test_frame_is_one_numeric_row_per_batch_size(result):
-    frame = result_frame(result)  # = result.to_frame() once wired
+    frame = result.to_frame()
     sizes = sorted({m.batch_size for m in result.probes})
     assert frame.index.name == "batch_size" and list(frame.index) == sizes
     assert frame.index.is_unique and frame.index.is_monotonic_increasing

@@ -14,9 +14,9 @@ import pytest
 
 import batchprof
 from batchprof.backends.fake import FakeBackend
-from batchprof.html_report import HTML_FILE, render_html
 from batchprof.probe import TimingPolicy
-from batchprof.report import load_result, write_report
+from batchprof.render.files import load_result, write_report
+from batchprof.render.html import HTML_FILE, render_html
 
 from .helpers import tiny_workload
 
@@ -102,7 +102,7 @@ def test_every_user_string_is_escaped_and_nothing_is_fetched(report_dir):
 
 
 def test_page_without_plots_or_figures_still_renders():
-    from batchprof.result import ProfileResult
+    from batchprof.records.result import ProfileResult
 
     empty = ProfileResult(workload="w", device="cpu", memory_limit_bytes=None,
                           capacity_bytes=None, max_batch=None, knee_batch=None,

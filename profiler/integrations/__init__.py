@@ -14,6 +14,6 @@ writes the batch size back. Importing this package imports neither Lightning nor
 
 from __future__ import annotations
 
-from ._deps import IntegrationError, MissingDependencyError
+from batchprof.integrations._deps import IntegrationError, MissingDependencyError
 
 __all__ = ["IntegrationError", "MissingDependencyError"]

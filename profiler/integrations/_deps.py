@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from ..errors import BatchprofError
+from batchprof.errors import BatchprofError
 
 
 class MissingDependencyError(BatchprofError, ImportError):

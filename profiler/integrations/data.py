@@ -29,8 +29,8 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset
 from torch.utils.data import default_collate as torch_default_collate
 
-from ..errors import WorkloadError
-from ..workload import Workload, _default_optimizer
+from batchprof.errors import WorkloadError
+from batchprof.workloads.base import Workload, _default_optimizer
 
 Collate = Callable[[list[Any]], Any]
 

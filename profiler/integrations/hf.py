@@ -24,10 +24,10 @@ from typing import Any
 
 import torch
 
-from ..result import ProfileResult
-from ..workload import Workload
-from ._deps import IntegrationError, require
-from .data import batch_maker, loss_of, module_factory, rebuild_optimizer
+from batchprof.integrations._deps import IntegrationError, require
+from batchprof.integrations.data import batch_maker, loss_of, module_factory, rebuild_optimizer
+from batchprof.records.result import ProfileResult
+from batchprof.workloads.base import Workload
 
 transformers = require("transformers", "hf", "transformers==5.24.0 accelerate==1.15.0")
 

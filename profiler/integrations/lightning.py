@@ -25,10 +25,10 @@ from typing import Any
 
 import torch
 
-from ..result import ProfileResult
-from ..workload import Workload, _default_optimizer
-from ._deps import IntegrationError, require
-from .data import batch_maker, loss_of, module_factory, rebuild_optimizer
+from batchprof.integrations._deps import IntegrationError, require
+from batchprof.integrations.data import batch_maker, loss_of, module_factory, rebuild_optimizer
+from batchprof.records.result import ProfileResult
+from batchprof.workloads.base import Workload, _default_optimizer
 
 pl = require("lightning.pytorch", "lightning", "lightning==2.6.6")
 
