@@ -63,3 +63,22 @@ def format_seconds(s: float | None) -> str:
         if abs(s) >= scale:
             return f"{s / scale:.3g} {unit}"
     return f"{s / 1e-9:.3g} ns"
+
+
+def format_duration(s: float | None) -> str:
+    """Human time for any span: under a minute as :func:`format_seconds` (``'2.06 ms'``,
+    ``'41.2 s'``), then ``'13 min 27 s'``, ``'13 h 27 min'``, ``'2 d 3 h'``; None -> 'n/a'."""
+    if s is None or (isinstance(s, float) and not math.isfinite(s)):
+        return "n/a"
+    if abs(s) < 59.5:
+        return format_seconds(s)
+    sign, total = ("-" if s < 0 else ""), round(abs(s))
+    for big, big_unit, small, small_unit in ((86400, "d", 3600, "h"), (3600, "h", 60, "min"),
+                                             (60, "min", 1, "s")):
+        if total >= big:
+            whole, rest = divmod(total, big)
+            part = round(rest / small)
+            if part * small >= big:  # 59.6 min rounds up to the next hour
+                whole, part = whole + 1, 0
+            return f"{sign}{whole} {big_unit}" + (f" {part} {small_unit}" if part else "")
+    raise AssertionError("unreachable")

@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
-import batchprof.kernels  # noqa: F401 - sets TRITON_INTERPRET before anything imports triton
-from tests.zoo import hide_repo_kernels_dir
+# The repository's kernels/ is the package batchprof.kernels; with the repository root on
+# sys.path (tests/ is a package) it would also import as a top-level `kernels`, and
+# transformers probes for a package of that name (the Hugging Face `kernels` distribution) and
+# imports it: a second copy that registers torch.ops.batchprof.* again, pointing at modules
+# whose relative imports fail, so later kernel tests break in the same process. So import the
+# real one first (it also sets TRITON_INTERPRET before anything imports Triton) and let the bare
+# name be that same module object: importing `kernels` then runs nothing twice, and it has no
+# version, so transformers reads it as "the kernels package is unavailable". (Mapping the name
+# to None instead breaks pytest's own plugin rewriting in pytester runs.) A genuinely installed
+# `kernels` elsewhere on sys.path is left alone.
+import batchprof.kernels  # noqa: E402
 
-hide_repo_kernels_dir()  # transformers must not import the repo's kernels/ (tests/zoo)
+_REPO_KERNELS = (Path(__file__).resolve().parent.parent / "kernels").resolve()
+_spec = importlib.util.find_spec("kernels") if "kernels" not in sys.modules else None
+if _spec is not None and _spec.origin and Path(_spec.origin).resolve().parent == _REPO_KERNELS:
+    sys.modules["kernels"] = batchprof.kernels
 
 
 def pytest_collection_modifyitems(config, items):

@@ -267,7 +267,9 @@ def test_capacity(benchmark):
 
 
 def test_example_suite_over_budget_demo_fails_readably(pytester, monkeypatch):
-    example = (REPO / "benches" / "example_user_suite.py").read_text()
+    from batchprof.examples import user_suite_source
+
+    example = user_suite_source()  # the copy shipped inside the package
     pytester.makepyfile(example_user_suite=example)
     monkeypatch.setenv("BATCHPROF_DEMO_OVER_BUDGET", "1")
     result = pytester.runpytest("-p", "no:cacheprovider", "example_user_suite.py",
@@ -277,3 +279,20 @@ def test_example_suite_over_budget_demo_fails_readably(pytester, monkeypatch):
         "*batchprof budget exceeded: peak allocated * (* bytes) at batch 32 on cpu "
         "> max_peak 128.00 KiB*",
     ])
+
+
+def test_example_suite_ships_with_the_package_and_runs_by_module_name(pytester):
+    """Issue 16: an installed batchprof carries the example suite; --pyargs runs it."""
+    import subprocess
+    import sys
+
+    from batchprof import examples
+
+    assert examples.USER_SUITE.is_file() and examples.USER_SUITE.parent.name == "examples"
+    shown = subprocess.run([sys.executable, "-m", "batchprof.examples"], capture_output=True,
+                           text=True, check=True, cwd=pytester.path).stdout
+    assert shown == examples.user_suite_source() and "def test_train_step" in shown
+    result = pytester.runpytest("-p", "no:cacheprovider", "--pyargs",
+                                "batchprof.examples.example_user_suite", "-k", "memory_budget",
+                                "--benchmark-disable")
+    result.assert_outcomes(passed=1, skipped=0, deselected=3)

@@ -38,19 +38,20 @@ def result():
                    timing=TimingPolicy(timed_steps=3, max_timed_steps=3))
 
 
-def test_frame_is_max_then_ladder_then_knee(result):
-    frame = result.to_frame()
-    assert list(frame["row"]) == ["max batch"] + ["ladder"] * 5 + ["knee"]
-    assert list(frame["batch_size"]) == [12, *throughput_ladder(1, 12), 8]
-    assert frame["feasible"].all()
+def test_frame_has_one_row_per_batch_size_with_flags(result):
+    frame = result.to_frame()  # issue 16: indexed by batch size, the ladder's sizes among them
+    assert set(throughput_ladder(1, 12)) <= set(frame.index) and frame.index.is_unique
+    assert list(frame.index[frame["is_max"]]) == [12] and list(frame.index[frame["is_knee"]]) == [8]
+    fit = frame[frame["feasible"]].reset_index()
+    assert list(fit["batch_size"]) == sorted(b for b in frame.index if b <= 12)
     # ceil(N / b) steps per epoch; epoch time = steps x median step time
-    for row in frame.to_dict("records"):
+    for row in fit.to_dict("records"):
         b = row["batch_size"]
         assert row["steps_per_epoch"] == math.ceil(DATASET / b)
         assert row["epoch_time_s"] == pytest.approx(row["steps_per_epoch"]
                                                     * b / (100.0 * min(b, 8)))
         assert row["samples_per_s"] == pytest.approx(100.0 * min(b, 8))
-    assert frame.iloc[-1]["share_of_best"] >= 0.9
+    assert frame.loc[8, "share_of_best"] >= 0.9
 
 
 def test_frame_without_dataset_size_has_no_epoch_columns(result):
@@ -67,7 +68,7 @@ def test_write_report_files_read_back(result, tmp_path):
     assert data["environment"]["versions"]["torch"]
     assert data["options"]["dataset_size"] == DATASET
     csv = pd.read_csv(files.results_csv)
-    assert list(csv["batch_size"]) == list(result.to_frame()["batch_size"])
+    assert list(csv["batch_size"]) == list(result.to_frame().index)
     assert len(pd.read_csv(files.probes_csv)) == len(result.probes)
     summary = files.summary_md.read_text()
     assert "| max feasible batch | 12 |" in summary

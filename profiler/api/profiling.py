@@ -20,6 +20,7 @@ from typing import Any
 
 from batchprof import defaults
 from batchprof.api.options import DEFAULT_CPU_MEMORY_LIMIT, check_options
+from batchprof.api.predicted import with_predicted_peaks
 from batchprof.api.run import (
     _find_knee_on_one_model,
     _nothing_fits,
@@ -130,13 +131,14 @@ def profile(
     }
     if hint is not None:
         options["hint_source"] = "user"
+    predictors: list[Any] = []  # the Predictor behind the hint, if any
     run = _Run(wl, backend, timing, sampler, on_probe, on_status)
     max_search: MaxBatchResult | None = None
     knee_result: KneeResult | None = None
     interrupted, failure = False, None
     try:
         if hint is None and use_prediction:
-            hint, note = _prediction_hint(wl, backend)
+            hint, note = _prediction_hint(wl, backend, keep=predictors)
             notes.append(note if hint is not None
                          else f"{note}; falls back to measurement-only search")
             options.update(hint=hint, hint_source="prediction" if hint is not None else None)
@@ -177,6 +179,8 @@ def profile(
                if failure is not None and not isinstance(failure, BudgetError) else None)
     recommended, reason = _recommend(max_found, knee_result, run.probes, knee, stopped)
     probes = tuple(run.probes)
+    if predictors and not interrupted:  # the hint's Predictor: its peak beside each measured one
+        probes = with_predicted_peaks(predictors[0], probes, notes)
     if roofline and not interrupted:
         probes = _with_roofline(wl, backend, probes, notes)
     from batchprof.noise.profiling import profile_noise_scale  # issue 18

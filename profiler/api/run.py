@@ -17,10 +17,13 @@ from batchprof.units import format_bytes
 from batchprof.workloads.base import Workload
 
 
-def _prediction_hint(workload: Workload, backend: Backend) -> tuple[int | None, str]:
+def _prediction_hint(workload: Workload, backend: Backend,
+                     keep: list[Any] | None = None) -> tuple[int | None, str]:
     """The predicted max batch for this backend's capacity, and a note saying where it came
     from or why there is none. The one place that calls the prediction (imported lazily: it
-    is optional, and a failure in it must only cost probes, never the run)."""
+    is optional, and a failure in it must only cost probes, never the run). With ``keep``, the
+    Predictor used is appended to it, so the run can put its per-batch peaks beside the
+    measured ones without tracing and calibrating again."""
     capacity = backend.capacity_bytes()
     target = "cuda" if backend.name.startswith("cuda") else backend.name
     if capacity is None:
@@ -28,11 +31,25 @@ def _prediction_hint(workload: Workload, backend: Backend) -> tuple[int | None, 
     if target not in ("cpu", "cuda"):
         return None, f"prediction unavailable: no prediction target for the {target} backend"
     try:
-        from batchprof.prediction import predict_max_batch
+        import batchprof.prediction as prediction
+
+        predictor_cls = getattr(prediction, "Predictor", None)
+        if predictor_cls is None or keep is None:
+            from batchprof.prediction import predict_max_batch
     except ImportError as exc:
         return None, f"prediction unavailable: {exc}"
     try:
-        predicted = predict_max_batch(workload, capacity, target=target)
+        if predictor_cls is not None and keep is not None:
+            # What predict_max_batch does, keeping the Predictor: real calibration steps get
+            # at most half the memory available now.
+            import psutil
+
+            budget = min(capacity, psutil.virtual_memory().available // 2)
+            predictor = predictor_cls(workload, target, calibration_budget_bytes=budget)
+            predicted = predictor.max_batch(capacity)
+            keep.append(predictor)
+        else:
+            predicted = predict_max_batch(workload, capacity, target=target)
     except (TraceError, NotImplementedError) as exc:
         return None, f"prediction unavailable: {exc}"
     # Accept a bare int or a record carrying max_batch (the prediction's API is still young).

@@ -11,12 +11,13 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from batchprof import __version__
 from batchprof.cli.args import in_flags
 from batchprof.errors import BatchprofError
 
-COMMANDS = ("run", "measure", "predict", "plan", "ceilings", "doctor", "noise")
+COMMANDS = ("run", "measure", "predict", "plan", "ceilings", "doctor", "noise", "compare", "report")
 
 
 EXIT_USAGE = 2
@@ -48,6 +49,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Piped or in CI, rich assumes 80 columns and squeezes tables into it ("calibrati…"); a
+# terminal keeps its real width. COLUMNS, when set, wins as usual.
+PIPED_WIDTH = 200
+
+
+def wide_console(console: Any) -> Any:
+    """``console``, given PIPED_WIDTH columns when it is not a terminal and COLUMNS is unset."""
+    import os
+
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console.width = PIPED_WIDTH
+    return console
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from rich.console import Console
 
@@ -56,8 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    console = Console()
-    err = Console(stderr=True)
+    console = wide_console(Console())
+    err = wide_console(Console(stderr=True))
     try:
         return int(args.handler(args, console) or 0)
     except BatchprofError as exc:

@@ -1,77 +1,135 @@
-"""A ProfileResult as pandas tables (pandas is imported lazily, on first use)."""
+"""``ProfileResult.to_frame()``: one row per batch size, tidy and numeric.
+
+Indexed by ``batch_size`` (increasing), one row for each size probed, fits or not. Columns:
+
+- what fit: ``feasible`` (bool), ``runs``; flags ``is_max``, ``is_knee``, ``is_knee_95``,
+  ``is_recommended`` (bool);
+- memory, measured beside predicted: ``peak_allocated_bytes``,
+  ``predicted_peak_allocated_bytes``, ``prediction_error_fraction`` ((predicted - measured) /
+  measured), ``peak_reserved_bytes``, ``activation_bytes``, ``resident_bytes`` (nullable Int64);
+- time: ``step_time_median_s``, ``step_time_iqr_fraction``, ``timed_steps``, ``samples_per_s``,
+  ``fitted_samples_per_s`` (the knee's monotone fit), ``share_of_best`` (float64);
+- with a data set size: ``steps_per_epoch``, ``epoch_time_s``;
+- when the run gathered them: each sampled metric's ``<name>_mean`` / ``_std`` / ``_max`` over
+  the timed window (``cpu_pct_mean``, ``kernel_busy_pct_mean``...), and the roofline figures
+  (``achieved_flops_per_s``, ``mfu_pct``, ``arithmetic_intensity_flop_per_byte``, ``bound``...).
+
+A column a run could not fill at all (no sampler, no roofline) is left out rather than shipped
+as all-missing; a figure missing at one size is <NA>/NaN there, never 0.
+"""
 
 from __future__ import annotations
 
+import statistics
 from typing import TYPE_CHECKING, Any
 
-from batchprof.records.result import BatchPoint, ProfileResult
-from batchprof.search.knee.ladder import throughput_ladder
+from batchprof.records.measurement import Measurement
+from batchprof.records.result import ProfileResult
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
+BYTE_COLUMNS = ("peak_allocated_bytes", "predicted_peak_allocated_bytes", "peak_reserved_bytes",
+                "activation_bytes", "resident_bytes")
+INT_COLUMNS = ("runs", "timed_steps", "steps_per_epoch")
+FLAG_COLUMNS = ("feasible", "is_max", "is_knee", "is_knee_95", "is_recommended")
+# Roofline figures a probe's ``extra`` may carry (batchprof.efficiency); ``bound`` is a label.
+ROOFLINE_COLUMNS = ("flops_per_step", "bytes_per_step", "achieved_flops_per_s", "mfu_pct",
+                    "mfu_spec_pct", "arithmetic_intensity_flop_per_byte",
+                    "ridge_point_flop_per_byte", "roofline_step_time_s", "bound")
+OPTIONAL_PREFIXES = ROOFLINE_COLUMNS
 
 
-# Per-batch figures beyond memory and time, when the run gathered them: the mean of each
-# sampled metric over a probe's timed window, and the roofline view.
-UTILIZATION_METRICS = ("kernel_busy_pct", "memory_busy_pct", "cpu_pct", "power_w")
+def _latest(probes: list[Measurement]) -> Measurement | None:
+    fit = [m for m in probes if m.feasible]
+    return fit[-1] if fit else None
 
 
-# ---------------------------------------------------------------------------------------------
-# Tables
-# ---------------------------------------------------------------------------------------------
-def _row(label: str, p: BatchPoint, result: ProfileResult) -> dict[str, Any]:
+def _first_present(probes: list[Measurement], attr: str) -> Any:
+    values = [getattr(m, attr) for m in probes if getattr(m, attr) is not None]
+    return max(values) if values else None
+
+
+def _sample_figures(m: Measurement | None) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for s in (m.samples if m is not None else ()):
+        present = [v for v in s.values if v is not None]
+        out[f"{s.name}_mean"] = s.mean
+        out[f"{s.name}_std"] = statistics.pstdev(present) if len(present) >= 2 else None
+        out[f"{s.name}_max"] = s.max
+    return out
+
+
+def batch_rows(result: ProfileResult) -> list[dict[str, Any]]:
+    """The rows of :func:`result_frame` as plain dicts (no pandas), increasing batch size."""
     fitted = dict(result.knee.fitted) if result.knee else {}
     best = result.knee.max_samples_per_s if result.knee else None
-    fit = fitted.get(p.batch_size)
-    median = p.step_time_median_s
-    steps = result.steps_per_epoch(p.batch_size)
-    row = {
-        "row": label, "batch_size": p.batch_size, "feasible": p.feasible, "runs": p.runs,
-        "peak_allocated_bytes": p.peak_allocated_bytes, "activation_bytes": p.activation_bytes,
-        "step_time_median_s": median, "step_time_iqr_fraction": p.step_time_iqr_fraction,
-        "samples_per_s": p.samples_per_s, "fitted_samples_per_s": fit,
-        "share_of_best": fit / best if fit is not None and best else None,
-    }
-    latest = next((m for m in reversed(result.probes)
-                   if m.feasible and m.batch_size == p.batch_size), None)
-    for key in ("achieved_flops_per_s", "mfu_pct", "mfu_spec_pct",
-                "arithmetic_intensity_flop_per_byte", "bound"):
-        row[key] = latest.extra.get(key) if latest is not None else None
-    for name in UTILIZATION_METRICS:
-        sample = latest.sample(name) if latest is not None else None
-        row[f"{name}_mean"] = sample.mean if sample is not None else None
-    if result.dataset_size is not None:
-        row["steps_per_epoch"] = steps
-        row["epoch_time_s"] = steps * median if steps is not None and median else None
-    return row
+    by_size: dict[int, list[Measurement]] = {}
+    for m in result.probes:
+        by_size.setdefault(m.batch_size, []).append(m)
+    rows = []
+    for p in result.points():
+        probes = by_size[p.batch_size]
+        latest = _latest(probes)
+        peak = p.peak_allocated_bytes
+        predicted = _first_present(probes, "predicted_peak_allocated_bytes")
+        fit = fitted.get(p.batch_size)
+        median = p.step_time_median_s
+        row: dict[str, Any] = {
+            "batch_size": p.batch_size, "feasible": p.feasible, "runs": p.runs,
+            "is_max": p.batch_size == result.max_batch,
+            "is_knee": p.batch_size == result.knee_batch,
+            "is_knee_95": p.batch_size == result.knee_batch_95,
+            "is_recommended": p.batch_size == result.recommended_batch,
+            "peak_allocated_bytes": peak,
+            "predicted_peak_allocated_bytes": predicted,
+            "prediction_error_fraction": (predicted - peak) / peak
+            if predicted is not None and peak else None,
+            "peak_reserved_bytes": _first_present(probes, "peak_reserved_bytes"),
+            "activation_bytes": p.activation_bytes,
+            "resident_bytes": _first_present(probes, "resident_bytes"),
+            "step_time_median_s": median, "step_time_iqr_fraction": p.step_time_iqr_fraction,
+            "timed_steps": len(p.step_times_s), "samples_per_s": p.samples_per_s,
+            "fitted_samples_per_s": fit,
+            "share_of_best": fit / best if fit is not None and best else None,
+        }
+        if result.dataset_size is not None:
+            steps = result.steps_per_epoch(p.batch_size)
+            row["steps_per_epoch"] = steps
+            row["epoch_time_s"] = steps * median if steps is not None and median else None
+        row.update(_sample_figures(latest))
+        for key in ROOFLINE_COLUMNS:
+            row[key] = latest.extra.get(key) if latest is not None else None
+        rows.append(row)
+    return rows
 
 
 def result_frame(result: ProfileResult) -> pd.DataFrame:
-    """Max batch, then the throughput ladder (min, powers of two, max), then the knee.
-
-    With ``dataset_size`` N: steps per epoch = ceil(N / batch) and time per epoch =
-    steps x median step time, per row. Missing figures are NaN/None, never 0.
-    """
+    """One row per batch size probed, indexed by batch size; see the module docstring."""
     import pandas as pd
 
-    points = {p.batch_size: p for p in result.points()}
-    rows = []
-    if result.max_batch is not None and result.max_batch in points:
-        rows.append(_row("max batch", points[result.max_batch], result))
-        o = result.options
-        ladder = throughput_ladder(o.get("min_batch", 1), result.max_batch,
-                                   o.get("multiple_of", 1))
-    else:  # partial run: whatever fit so far
-        ladder = [b for b, p in points.items() if p.feasible]
-    rows += [_row("ladder", points[b], result) for b in ladder if b in points]
-    if result.knee_batch is not None and result.knee_batch in points:
-        rows.append(_row("knee", points[result.knee_batch], result))
-    columns = list(_row("", BatchPoint(1, True, 1, None, None, ()), result))
-    return pd.DataFrame(rows, columns=columns)
+    rows = batch_rows(result)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        frame = pd.DataFrame(columns=["batch_size", *FLAG_COLUMNS, *BYTE_COLUMNS])
+    # Optional figures the run never produced: left out, not a column of nothing.
+    optional = [c for c in frame.columns if c.startswith(OPTIONAL_PREFIXES)
+                or c.endswith(("_mean", "_std", "_max"))]
+    frame = frame.drop(columns=[c for c in optional if frame[c].isna().all()])
+    for col in frame.columns:
+        if col in FLAG_COLUMNS:
+            frame[col] = frame[col].astype(bool)
+        elif col in BYTE_COLUMNS or col in INT_COLUMNS or col == "batch_size":
+            frame[col] = frame[col].astype("Int64")
+        elif col == "bound":
+            frame[col] = frame[col].astype("string")
+        else:
+            frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
+    return frame.set_index("batch_size")
 
 
 def probes_frame(result: ProfileResult) -> pd.DataFrame:
+    """One row per probe, in run order (every Measurement's flat row)."""
     import pandas as pd
 
     return pd.DataFrame([{"probe": i + 1, **m.to_row()} for i, m in enumerate(result.probes)])

@@ -5,7 +5,9 @@ A report directory ``reports/<workload>-<timestamp>/`` holds:
 - ``probes.jsonl``: every Measurement, appended by :class:`ProbeLog` as each probe completes
   (so a crash or Ctrl-C loses nothing already measured);
 - ``results.json``: the whole ProfileResult (every raw measurement, options, environment);
-- ``results.csv``: the table of :func:`result_frame` (max batch, throughput ladder, knee);
+- ``report.html``: everything on one self-contained page (:mod:`batchprof.render.html`);
+- ``results.csv``: the table of :func:`result_frame` (one row per batch size, flags, predicted
+  beside measured);
 - ``probes.csv``: one row per probe, in run order;
 - ``summary.md``: what a person reads first;
 - ``peak_memory.png`` and ``throughput.png``; ``utilization.png`` when probes carried sampler
@@ -27,6 +29,7 @@ from pathlib import Path
 from batchprof.records.frame import probes_frame, result_frame
 from batchprof.records.measurement import Measurement
 from batchprof.records.result import ProfileResult
+from batchprof.render.html import write_html
 from batchprof.render.markdown import summary_markdown
 from batchprof.render.plots import (
     plot_peak_memory,
@@ -110,9 +113,10 @@ class ReportFiles:
 
 
 FILE_DESCRIPTIONS = {
+    "report.html": "the whole report on one self-contained page (plots inline)",
     "summary.md": "this summary",
     "results.json": "every raw measurement, options, environment",
-    "results.csv": "max batch, throughput ladder, knee (one row each)",
+    "results.csv": "one row per batch size: every figure, max/knee/recommended flags",
     "probes.csv": "one row per probe, in run order",
     PROBE_LOG: "every probe, appended as it completed",
     "peak_memory.png": "peak memory vs batch size",
@@ -123,14 +127,15 @@ FILE_DESCRIPTIONS = {
 
 
 def write_report(result: ProfileResult, directory: str | os.PathLike) -> ReportFiles:
-    """Write results.json/.csv, probes.csv, summary.md and both plots into ``directory``."""
+    """Write results.json/.csv, probes.csv, summary.md, report.html and the plots into
+    ``directory``."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     log = d / PROBE_LOG
     data = result.to_dict()
     (d / "results.json").write_text(json.dumps(data, indent=2, default=str) + "\n",
                                     encoding="utf-8")
-    result_frame(result).to_csv(d / "results.csv", index=False)
+    result_frame(result).to_csv(d / "results.csv")  # batch_size is the index
     probes_frame(result).to_csv(d / "probes.csv", index=False)
     plot_peak_memory(result, d / "peak_memory.png")
     plot_throughput(result, d / "throughput.png")
@@ -139,6 +144,7 @@ def write_report(result: ProfileResult, directory: str | os.PathLike) -> ReportF
     files = {k: v for k, v in FILE_DESCRIPTIONS.items()
              if (k != PROBE_LOG or log.exists()) and optional.get(k, True) is not None}
     (d / "summary.md").write_text(summary_markdown(result, files), encoding="utf-8")
+    write_html(result, d)
     return ReportFiles(d, d / "results.json", d / "results.csv", d / "probes.csv",
                        d / "summary.md", d / "peak_memory.png", d / "throughput.png",
                        log if log.exists() else None)

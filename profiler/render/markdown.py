@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from batchprof.records.frame import result_frame
+from batchprof.records.frame import batch_rows
 from batchprof.records.result import ProfileResult
-from batchprof.units import format_bytes
+from batchprof.units import format_bytes, format_duration
 
 if TYPE_CHECKING:  # pragma: no cover
 
@@ -57,31 +57,35 @@ def summary_markdown(result: ProfileResult, files: dict[str, str] | None = None)
         ["recommended batch", str(result.recommended_batch) if result.recommended_batch
          else "n/a"],
         ["probes", str(len(result.probes))],
-        ["time", _fmt(result.elapsed_s, "{:.1f} s")],
+        ["time", format_duration(result.elapsed_s)],
         ["status", status],
     ]
     out = [f"# batchprof report: {result.workload}", "",
            f"Started {result.started_at or 'n/a'}.", "", _md_table(["", ""], facts), "",
            f"**Recommendation:** {result.recommendation_reason}", ""]
-    frame = result_frame(result)
-    if len(frame):
-        headers = ["row", "batch", "fits", "peak", "step (median)", "spread", "samples/s",
-                   "fitted", "share"]
+    rows = batch_rows(result)
+    if rows:
+        predicted = any(r["predicted_peak_allocated_bytes"] is not None for r in rows)
         epochs = result.dataset_size is not None
-        if epochs:
-            headers += ["steps/epoch", "epoch time"]
-        rows = []
-        for r in frame.to_dict("records"):
-            cells = [r["row"], str(r["batch_size"]), "yes" if r["feasible"] else "no",
-                     format_bytes(r["peak_allocated_bytes"]),
-                     _fmt(r["step_time_median_s"] and r["step_time_median_s"] * 1e3, "{:.1f} ms"),
-                     _fmt(r["step_time_iqr_fraction"], "{:.0%}"),
-                     _fmt(r["samples_per_s"], "{:.1f}"), _fmt(r["fitted_samples_per_s"], "{:.1f}"),
-                     _fmt(r["share_of_best"], "{:.0%}")]
+        headers = ["batch", "fits", "peak", *(["predicted"] if predicted else []),
+                   "step (median)", "spread", "samples/s", "fitted", "share",
+                   *(["steps/epoch", "epoch time"] if epochs else []), "marks"]
+        table = []
+        for r in rows:
+            marks = [name for name, key in (("max", "is_max"), ("knee", "is_knee"),
+                                            ("recommended", "is_recommended")) if r[key]]
+            cells = [str(r["batch_size"]), "yes" if r["feasible"] else "no",
+                     format_bytes(r["peak_allocated_bytes"])]
+            if predicted:
+                cells.append(format_bytes(r["predicted_peak_allocated_bytes"]))
+            cells += [format_duration(r["step_time_median_s"]),
+                      _fmt(r["step_time_iqr_fraction"], "{:.0%}"),
+                      _fmt(r["samples_per_s"], "{:.1f}"), _fmt(r["fitted_samples_per_s"], "{:.1f}"),
+                      _fmt(r["share_of_best"], "{:.0%}")]
             if epochs:
-                cells += [_fmt(r["steps_per_epoch"], "{:.0f}"), _fmt(r["epoch_time_s"], "{:.1f} s")]
-            rows.append(cells)
-        out += ["## Throughput ladder", "", _md_table(headers, rows), ""]
+                cells += [_fmt(r["steps_per_epoch"], "{:.0f}"), format_duration(r["epoch_time_s"])]
+            table.append([*cells, ", ".join(marks)])
+        out += ["## Per batch size", "", _md_table(headers, table), ""]
     out += markdown_lines(result.noise_scale, result.knee_batch, result.max_batch)
     if result.notes:
         out += ["## Notes", "", *[f"- {n}" for n in result.notes], ""]

@@ -139,3 +139,44 @@ def noise_console_lines(result: Any) -> list[str]:
         return []
     return [f"[bold]reading:[/] {reading_line(result.knee_batch, result.noise_scale, result.max_batch)}",
             *(f"  {line}" for line in detail_lines(result.noise_scale))]
+
+
+def _compared(metric: str, value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    if metric == "peak_allocated_bytes":
+        return format_bytes(value)
+    if metric == "samples_per_s":
+        return f"{value:,.1f}"
+    return f"{value:g}"
+
+
+def comparison_tables(cmp: Any) -> list[Table]:
+    """A batchprof.compare.Comparison, one table per subject: per batch size the peak memory
+    and throughput of both runs with the change, then the max batch; regressions marked."""
+    tables = []
+    for subject in dict.fromkeys(r.subject for r in cmp.rows):
+        rows = [r for r in cmp.rows if r.subject == subject]
+        table = Table(title=f"{subject}: {cmp.old_source} -> {cmp.new_source}",
+                      title_justify="left")
+        for name in ("batch", "peak old", "peak new", "change", "samples/s old",
+                     "samples/s new", "change", "verdict"):
+            table.add_column(name, justify="left" if name == "verdict" else "right")
+        by_batch: dict[Any, dict[str, Any]] = {}
+        for r in rows:
+            by_batch.setdefault(r.batch_size, {})[r.metric] = r
+        for batch, metrics in by_batch.items():
+            cells = ["max batch" if batch is None else str(batch)]
+            for metric in (("max_batch",) if batch is None
+                           else ("peak_allocated_bytes", "samples_per_s")):
+                r = metrics.get(metric)
+                cells += ["n/a"] * 3 if r is None else [
+                    _compared(metric, r.old), _compared(metric, r.new),
+                    "n/a" if r.change is None else f"{r.change:+.1%}"]
+            if batch is None:
+                cells += ["", "", ""]
+            flagged = [r for r in metrics.values() if r.regression]
+            cells.append("[bold red]REGRESSION[/]" if flagged else "")
+            table.add_row(*cells)
+        tables.append(table)
+    return tables
