@@ -50,7 +50,7 @@ def rank_dies(rank: int, world_size: int, die_at: int) -> dict[str, Any]:
     import batchprof
     from batchprof.distributed.profile import profile_distributed
 
-    wl = batchprof.load_workload("mlp")
+    wl = tiny_blocks()
     if rank == 1:
         inner = wl.loss_fn
 
@@ -62,9 +62,52 @@ def rank_dies(rank: int, world_size: int, die_at: int) -> dict[str, Any]:
         wl = batchprof.Workload(wl.name, wl.model_fn, wl.batch_fn, loss_fn, wl.optimizer_fn,
                                 wl.description, wl.tags)
     try:
-        profile_distributed(wl, "ddp", memory_limit="64MiB", knee=False)
+        profile_distributed(wl, "ddp", memory_limit="2MiB", knee=False)
     except Exception as exc:
         partial = getattr(exc, "partial_result", None)
         return {"error": f"{type(exc).__name__}: {exc}",
                 "probes": [p.batch_size for p in partial.probes] if partial else None}
     return {}
+
+
+def tiny_blocks():
+    """A 3-block MLP small enough that a 2-rank probe takes well under a second."""
+    import torch
+    from torch import nn
+
+    import batchprof
+    from batchprof.workloads._classification import batch_maker, cross_entropy_loss
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(64, 64)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(self.fc(x)) + x
+
+    def model() -> nn.Module:
+        return nn.Sequential(nn.Linear(32, 64), nn.Sequential(Block(), Block(), Block()),
+                             nn.Linear(64, 10))
+
+    return batchprof.Workload("tiny-blocks", model, batch_maker((32,), 10), cross_entropy_loss)
+
+
+@scenario
+def accounting(rank: int, world_size: int, batch_size: int) -> dict[str, Any]:
+    """Per-rank peak/resident under ddp and fsdp, with this rank's own tensor accounting."""
+    import batchprof
+    from batchprof.distributed.collectives import World
+    from batchprof.distributed.parallel import repeated_blocks
+    from batchprof.distributed.rank_probe import measure_rank
+
+    wl = batchprof.load_workload("tests.distributed_scenarios:tiny_blocks")
+    world = World("cpu")
+    with __import__("torch").device("meta"):
+        meta = wl.model_fn()
+    param_bytes = sum(p.numel() * p.element_size() for p in meta.parameters())
+    out: dict[str, Any] = {"param_bytes": param_bytes, "blocks": len(repeated_blocks(meta))}
+    for strategy in ("ddp", "fsdp"):
+        ranks = measure_rank(wl, batch_size, world, strategy)
+        out[strategy] = {"ranks": [m.to_dict() for m in ranks]}
+    return out

@@ -57,7 +57,7 @@ class World:
         try:
             return call()
         except RuntimeError as exc:  # DistBackendError and gloo's errors are RuntimeErrors
-            raise self._peer_failure(what, exc) from exc
+            raise self.peer_failure(what, exc) from exc
 
     def all_true(self, flag: bool) -> bool:
         """True iff ``flag`` is true on every rank (one all_reduce MIN)."""
@@ -121,9 +121,11 @@ class World:
                 break
         return found
 
-    def _peer_failure(self, what: str, exc: BaseException) -> RankFailedError:
+    def peer_failure(self, what: str, exc: BaseException) -> RankFailedError:
+        """The error for a collective that failed because a peer left (named if it said)."""
         peers = self.failed_peers()
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first.split(". This is typically")[0][-160:]  # gloo's advice runs long
         if peers:
             rank, reason = min(peers.items())
             return RankFailedError(f"rank {rank} failed while {self.phase}: {reason}",

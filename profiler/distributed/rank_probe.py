@@ -6,10 +6,10 @@ then the **verdict**: ``all_true(peak <= budget)``, then timed steps only if eve
 then gathering every rank's Measurement. The budget is judged *after* the measured step, on
 the peak the allocator saw, so a rank over its budget still finishes the step with its peers
 (whose backward waits for its gradients) and reaches the verdict; nobody is left inside a
-collective. On the CPU the peak is read from the allocator's events over the whole probe:
-bytes the probe allocated and still held when the measured step began (model, the wrapper's
-gradient buckets, optimizer state, batch) plus the step's highest running sum. On CUDA it is
-``max_memory_allocated`` (the device allocator counts everything).
+collective. The reading is the backend's memory window (DESIGN.md), the budget lifted: on the
+CPU resident bytes (this rank's local shards of parameters, gradients and optimizer state, the
+batch, and the wrapper's own buffers: DDP's gradient buckets as its reducer reports them) plus
+the allocator's highest running sum in the step; on CUDA ``max_memory_allocated``.
 
 A real out-of-memory (or any error) inside a phase is different: that rank stopped halfway and
 its peers may be waiting for it in a collective, so it abandons the world
@@ -18,26 +18,20 @@ its peers may be waiting for it in a collective, so it abandons the world
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch.utils._pytree import tree_leaves
 
-from ..backends import make_backend, unique_storage_bytes
-from ..backends.cpu import collector_paused, quiet_stderr
+from ..backends import MemoryReading, make_backend
 from ..probe import TimingPolicy, _Step, validate_batch_size
 from ..types import Measurement
 from ..workload import Workload
 from .collectives import World
 from .errors import RankFailedError
 from .parallel import local_tensor, parallel_workload
-
-_MARK = "batchprof#measured-step"
 
 
 class _RankStep(_Step):
@@ -54,63 +48,18 @@ class _RankStep(_Step):
         return [*self.model_state(), *grads, *optim, *batch]
 
 
-@dataclass
-class _Reading:
-    resident_bytes: int | None = None
-    peak_allocated_bytes: int | None = None
-    peak_reserved_bytes: int | None = None
-
-
-class _CpuProbeMeter:
-    """Allocator events over the whole probe; the reading is taken at the marked step."""
-
-    def __init__(self) -> None:
-        self.reading = _Reading()
-
-    @contextlib.contextmanager
-    def probe(self) -> Iterator[None]:
-        activities = [torch.profiler.ProfilerActivity.CPU]
-        with quiet_stderr(), torch.profiler.profile(activities=activities,
-                                                    profile_memory=True) as prof:
-            yield
-        events = list(prof.profiler.kineto_results.events())
-        marks = [e for e in events if e.name() == _MARK]
-        if not marks:
-            return
-        start, end = marks[0].start_ns(), marks[0].start_ns() + marks[0].duration_ns()
-        cpu = torch.autograd.DeviceType.CPU
-        memory = sorted((e for e in events if e.name() == "[memory]"
-                         and e.device_type() == cpu), key=lambda e: e.start_ns())
-        running, resident, peak = 0, None, 0
-        for e in memory:
-            if resident is None and e.start_ns() >= start:
-                resident = running
-            running += e.nbytes()
-            if start <= e.start_ns() <= end:
-                peak = max(peak, running)
-        resident = running if resident is None else resident
-        self.reading = _Reading(resident, max(peak, resident), max(peak, resident))
-
-    @contextlib.contextmanager
-    def step(self, _step: _RankStep) -> Iterator[None]:
-        with collector_paused(), torch.profiler.record_function(_MARK):
-            yield
-
-
-class _CudaProbeMeter:
-    def __init__(self, backend: Any) -> None:
-        self.backend = backend
-        self.reading = _Reading()
-
-    @contextlib.contextmanager
-    def probe(self) -> Iterator[None]:
-        yield
-
-    @contextlib.contextmanager
-    def step(self, step: _RankStep) -> Iterator[None]:
-        with self.backend.memory_window(step.resident()) as r:
-            yield
-        self.reading = _Reading(r.resident_bytes, r.peak_allocated_bytes, r.peak_reserved_bytes)
+def wrapper_buffer_bytes(model: torch.nn.Module) -> int:
+    """Bytes the parallel wrapper holds outside parameters, gradients and optimizer state:
+    DDP's gradient buckets (one flat copy of the gradients unless ``gradient_as_bucket_view``),
+    as its reducer reports them. FSDP2 keeps nothing resident beyond its (padded) shards."""
+    logging_data = getattr(model, "_get_ddp_logging_data", None)
+    if not callable(logging_data):
+        return 0
+    data = logging_data()
+    if data.get("gradient_as_bucket_view"):
+        return 0
+    sizes = str(data.get("bucket_sizes", "")).replace(" ", "")
+    return sum(int(s) for s in sizes.split(",") if s)
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -118,6 +67,17 @@ def _is_oom(exc: BaseException) -> bool:
         return True
     # The CPU allocator raises a plain RuntimeError; its message is the only signal.
     return isinstance(exc, RuntimeError) and "DefaultCPUAllocator: can't allocate" in str(exc)
+
+
+def _collective_failed(exc: BaseException) -> bool:
+    """A communication error (a peer closed its connection or timed out), not this rank's own
+    failure. gloo raises plain RuntimeErrors naming its transport; nccl DistBackendError."""
+    import torch.distributed as dist
+
+    if isinstance(exc, dist.DistError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("gloo" in text or "NCCL" in text)
 
 
 def measure_rank(workload: Workload, batch_size: int, world: World, strategy: str, *,
@@ -132,7 +92,6 @@ def measure_rank(workload: Workload, batch_size: int, world: World, strategy: st
     batch_size = validate_batch_size(batch_size)
     policy = timing or TimingPolicy()
     backend = make_backend(device, None)  # the limit is judged after the step, not enforced
-    meter = _CpuProbeMeter() if backend.device.type == "cpu" else _CudaProbeMeter(backend)
     wrapped = parallel_workload(workload, strategy, backend.device)
     world.phase = f"running the step at batch {batch_size} per rank"
     started = time.perf_counter()
@@ -140,7 +99,7 @@ def measure_rank(workload: Workload, batch_size: int, world: World, strategy: st
     result: dict[str, Any] = {}
     failure: BaseException | None = None
     try:
-        _run(wrapped, batch_size, backend, meter, policy, world, memory_limit_bytes, result)
+        _run(wrapped, batch_size, backend, policy, world, memory_limit_bytes, result)
     except RankFailedError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure mid-phase breaks the lockstep
@@ -148,6 +107,8 @@ def measure_rank(workload: Workload, batch_size: int, world: World, strategy: st
     gc.collect()  # outside the except block: the traceback no longer pins the step's tensors
     backend.cleanup()
     if failure is not None:
+        if _collective_failed(failure):  # a peer left: say who, not "this rank failed"
+            raise world.peer_failure("in a collective of the step", failure) from failure
         kind = "ran out of memory" if _is_oom(failure) else "failed"
         first = str(failure).strip().splitlines()[0] if str(failure).strip() else ""
         reason = (f"{kind} mid-step at batch {batch_size} per rank "
@@ -155,7 +116,7 @@ def measure_rank(workload: Workload, batch_size: int, world: World, strategy: st
         world.abandon(reason)
         raise RankFailedError(f"rank {world.rank} {reason}", rank=world.rank,
                               batch_size=batch_size) from failure
-    reading: _Reading = result["reading"]
+    reading: MemoryReading = result["reading"]
     mine = Measurement(
         workload=workload.name, batch_size=batch_size, device=f"{backend.name}#{world.rank}",
         feasible=result["fits"], reason=result.get("reason"),
@@ -169,16 +130,19 @@ def measure_rank(workload: Workload, batch_size: int, world: World, strategy: st
     return [Measurement.from_dict(d) for d in world.gather(mine.to_dict())]
 
 
-def _run(wrapped: Workload, batch_size: int, backend: Any, meter: Any, policy: TimingPolicy,
+def _run(wrapped: Workload, batch_size: int, backend: Any, policy: TimingPolicy,
          world: World, limit: int | None, result: dict[str, Any]) -> None:
     """Everything that holds tensors lives in this frame, so it dies when the probe ends."""
-    with meter.probe():
-        step = _RankStep(wrapped, batch_size, backend.device)
-        for _ in range(policy.warmup_steps):
-            step()
-        with meter.step(step):
-            result["activation_bytes"] = step.run_counting_activations()
-    reading = meter.reading
+    step = _RankStep(wrapped, batch_size, backend.device)
+    for _ in range(policy.warmup_steps):
+        step()
+    with backend.memory_window(step.resident()) as reading:
+        result["activation_bytes"] = step.run_counting_activations()
+    if backend.device.type == "cpu":  # CUDA's allocator already counts the wrapper's buffers
+        extra = wrapper_buffer_bytes(step.model)
+        reading.resident_bytes += extra
+        reading.peak_allocated_bytes += extra
+        reading.peak_reserved_bytes += extra
     result["reading"] = reading
     peak = reading.peak_reserved_bytes if backend.device.type == "cuda" \
         else reading.peak_allocated_bytes
@@ -195,7 +159,3 @@ def _run(wrapped: Workload, batch_size: int, backend: Any, meter: Any, policy: T
                                        for _ in range(policy.timed_steps))
     del step
 
-
-def resident_of(step: _RankStep) -> int:
-    """Bytes of this rank's own state (local shards), for tests and reports."""
-    return unique_storage_bytes(step.resident())
