@@ -111,3 +111,31 @@ def accounting(rank: int, world_size: int, batch_size: int) -> dict[str, Any]:
         ranks = measure_rank(wl, batch_size, world, strategy)
         out[strategy] = {"ranks": [m.to_dict() for m in ranks]}
     return out
+
+
+@scenario
+def predicted_vs_measured(rank: int, world_size: int, workloads: list[str],
+                          strategies: list[str], batch_size: int) -> list[dict[str, Any]]:
+    """Measured per-rank peak (this rank) next to the sharded prediction, per case."""
+    import batchprof
+    from batchprof.distributed.collectives import World
+    from batchprof.distributed.rank_probe import measure_rank
+    from batchprof.distributed.sharding import predict_sharded
+    from batchprof.probe import TimingPolicy
+
+    world = World("cpu")
+    quick = TimingPolicy(timed_steps=1, max_timed_steps=1)
+    rows = []
+    for ref in workloads:
+        wl = batchprof.load_workload(ref)
+        for strategy in strategies:
+            measured = measure_rank(wl, batch_size, world, strategy, timing=quick)[rank]
+            predicted = predict_sharded(wl, [batch_size], world_size, strategy)[0]
+            rows.append({"workload": ref, "strategy": strategy,
+                         "measured": measured.peak_allocated_bytes,
+                         "measured_resident": measured.resident_bytes,
+                         "predicted": predicted.peak_allocated_bytes,
+                         "predicted_resident": predicted.resident_bytes,
+                         "single": predicted.single_process_peak_bytes,
+                         "components": dict(predicted.components)})
+    return rows

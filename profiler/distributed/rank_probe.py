@@ -6,10 +6,8 @@ then the **verdict**: ``all_true(peak <= budget)``, then timed steps only if eve
 then gathering every rank's Measurement. The budget is judged *after* the measured step, on
 the peak the allocator saw, so a rank over its budget still finishes the step with its peers
 (whose backward waits for its gradients) and reaches the verdict; nobody is left inside a
-collective. The reading is the backend's memory window (DESIGN.md), the budget lifted: on the
-CPU resident bytes (this rank's local shards of parameters, gradients and optimizer state, the
-batch, and the wrapper's own buffers: DDP's gradient buckets as its reducer reports them) plus
-the allocator's highest running sum in the step; on CUDA ``max_memory_allocated``.
+collective. On the CPU the reading comes from the allocator's events over the whole probe (see
+``_ProbeMeter``); on CUDA from ``max_memory_allocated`` (the device allocator counts it all).
 
 A real out-of-memory (or any error) inside a phase is different: that rank stopped halfway and
 its peers may be waiting for it in a collective, so it abandons the world
@@ -18,20 +16,25 @@ its peers may be waiting for it in a collective, so it abandons the world
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 from torch.utils._pytree import tree_leaves
 
 from ..backends import MemoryReading, make_backend
+from ..backends.cpu import collector_paused, quiet_stderr
 from ..probe import TimingPolicy, _Step, validate_batch_size
 from ..types import Measurement
 from ..workload import Workload
 from .collectives import World
 from .errors import RankFailedError
 from .parallel import local_tensor, parallel_workload
+
+_MARK = "batchprof#measured-step"
 
 
 class _RankStep(_Step):
@@ -60,6 +63,58 @@ def wrapper_buffer_bytes(model: torch.nn.Module) -> int:
         return 0
     sizes = str(data.get("bucket_sizes", "")).replace(" ", "")
     return sum(int(s) for s in sizes.split(",") if s)
+
+
+class _ProbeMeter:
+    """CPU: the allocator's events over the whole probe, read at the marked step: resident =
+    what the probe allocated and still held when the step began (including what the wrapper
+    holds that no Python object shows, e.g. DDP's reducer buffers), peak = the highest
+    running sum inside the step. CUDA: the backend's window (``max_memory_allocated``)."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self.reading = MemoryReading()
+
+    @contextlib.contextmanager
+    def probe(self) -> Iterator[None]:
+        if self.backend.device.type != "cpu":
+            yield
+            return
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        with quiet_stderr(), torch.profiler.profile(activities=activities,
+                                                    profile_memory=True) as prof:
+            yield
+        events = list(prof.profiler.kineto_results.events())
+        marks = [e for e in events if e.name() == _MARK]
+        if marks:
+            self.reading = _read_marked(events, marks[0])
+
+    @contextlib.contextmanager
+    def step(self, step: _RankStep) -> Iterator[None]:
+        if self.backend.device.type != "cpu":
+            with self.backend.memory_window(step.resident()) as self.reading:
+                yield
+            return
+        with collector_paused(), torch.profiler.record_function(_MARK):
+            yield
+
+
+def _read_marked(events: list[Any], mark: Any) -> MemoryReading:
+    start, end = mark.start_ns(), mark.start_ns() + mark.duration_ns()
+    cpu = torch.autograd.DeviceType.CPU
+    memory = sorted((e for e in events if e.name() == "[memory]" and e.device_type() == cpu),
+                    key=lambda e: e.start_ns())
+    running, resident, peak = 0, None, 0
+    for e in memory:
+        if resident is None and e.start_ns() >= start:
+            resident = running
+        running += e.nbytes()
+        if start <= e.start_ns() <= end:
+            peak = max(peak, running)
+    resident = running if resident is None else resident
+    peak = max(peak, resident)
+    return MemoryReading(resident_bytes=resident, peak_allocated_bytes=peak,
+                         peak_reserved_bytes=peak)
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -133,16 +188,14 @@ def measure_rank(workload: Workload, batch_size: int, world: World, strategy: st
 def _run(wrapped: Workload, batch_size: int, backend: Any, policy: TimingPolicy,
          world: World, limit: int | None, result: dict[str, Any]) -> None:
     """Everything that holds tensors lives in this frame, so it dies when the probe ends."""
-    step = _RankStep(wrapped, batch_size, backend.device)
-    for _ in range(policy.warmup_steps):
-        step()
-    with backend.memory_window(step.resident()) as reading:
-        result["activation_bytes"] = step.run_counting_activations()
-    if backend.device.type == "cpu":  # CUDA's allocator already counts the wrapper's buffers
-        extra = wrapper_buffer_bytes(step.model)
-        reading.resident_bytes += extra
-        reading.peak_allocated_bytes += extra
-        reading.peak_reserved_bytes += extra
+    meter = _ProbeMeter(backend)
+    with meter.probe():  # before the model is built: every allocation of the probe is seen
+        step = _RankStep(wrapped, batch_size, backend.device)
+        for _ in range(policy.warmup_steps):
+            step()
+        with meter.step(step):
+            result["activation_bytes"] = step.run_counting_activations()
+    reading = meter.reading
     result["reading"] = reading
     peak = reading.peak_reserved_bytes if backend.device.type == "cuda" \
         else reading.peak_allocated_bytes
