@@ -13,12 +13,11 @@ Each strategy then moves bytes as it does:
 - ``zero2``: gradients sharded too: ``S - O + O/N - G_peak + G_peak/N`` + one bucket in flight.
 - ``fsdp`` (FSDP2, ``fully_shard`` per repeated block then the root; the root's parameters
   stay gathered between forward and backward): resident = padded shards of ``P`` and ``O`` +
-  the batch and buffers; on top, the larger of (a) the single-process step's dynamic bytes
-  with its gradients sharded, plus the gathered root and the block in flight and the one
-  prefetched (all-gather output and copied-out parameters of the block being gathered), and
-  (b) the reduce-scatter of each unit: its unsharded gradients + the reduce-scatter input and
-  output, next to the shards already reduced, the gathered root (for a block) and the
-  activations of the blocks not yet back-propagated.
+  the batch and buffers; on top, the largest of (a) the single-process step's dynamic bytes
+  with its gradients sharded, plus the gathered root, (b) each block's reduce-scatter (its
+  gathered parameters, unsharded gradients, reduce-scatter input and output, the prefetched
+  block, the gathered root, the shards already reduced, the activations still held) and
+  (c) the root's reduce-scatter at the end of backward.
   The FSDP figures are a model of FSDP2's schedule, not a trace of it; see PROGRESS.md for how
   close they come to measured ranks.
 """
@@ -148,26 +147,31 @@ def check_world(world_size: int, strategy: str, grad_accumulation: int = 1) -> N
 
 def _fsdp_extra(layout: ModelLayout, n: int, dynamic: int, grads_at_peak: int,
                 activations: int) -> tuple[int, dict[str, int]]:
-    """Bytes above the sharded resident state (see the module docstring, ``fsdp``)."""
+    """Bytes above the sharded resident state: the largest of three moments of FSDP2's
+    schedule (see the module docstring, ``fsdp``)."""
     units = layout.unit_bytes
-    biggest = max(units, default=0)
     root = layout.root_bytes
-    compute = (dynamic - grads_at_peak + grads_at_peak / n + root + 2 * biggest
-               + (biggest if units else 0))
-    scatters = []
-    order = list(range(len(units)))[::-1]  # backward: last block first, then the root
-    done = 0.0
-    for k in order:
-        before = activations * k / len(units)
+    # (a) the single-process peak moment, gradients sharded, the root's parameters gathered
+    # (FSDP2 does not reshard the root between forward and backward).
+    compute = dynamic - grads_at_peak + grads_at_peak / n + root
+    # (b) a block's reduce-scatter, last block first: its gathered parameters, unsharded
+    # gradients and reduce-scatter input (3 x U_k) and output (U_k / N), the block before it
+    # (prefetched), the gathered root, the shards already reduced, the activations of the
+    # blocks not yet back-propagated (blocks taken as equal in activations).
+    blocks, done = [], 0.0
+    for k in reversed(range(len(units))):
         prefetched = units[k - 1] if k > 0 else 0
-        scatters.append(2 * units[k] + units[k] / n + done + root + prefetched + before)
+        blocks.append(3 * units[k] + units[k] / n + prefetched + root + done
+                      + activations * k / len(units))
         done += units[k] / n
-    scatters.append(2 * root + root / n + done)
-    reduce_scatter = max(scatters)
-    extra = max(compute, reduce_scatter)
+    # (c) the root's reduce-scatter at the end of backward (its parameters resharded first).
+    root_scatter = 2 * root + root / n + done
+    extra = max(compute, root_scatter, *blocks)
     return int(extra), {"fsdp_compute_bytes": int(compute),
-                        "fsdp_reduce_scatter_bytes": int(reduce_scatter),
-                        "fsdp_gathered_root_bytes": root, "fsdp_largest_unit_bytes": biggest}
+                        "fsdp_block_scatter_bytes": int(max(blocks, default=0)),
+                        "fsdp_root_scatter_bytes": int(root_scatter),
+                        "fsdp_gathered_root_bytes": root,
+                        "fsdp_largest_unit_bytes": max(units, default=0)}
 
 
 def shard_prediction(base: Any, layout: ModelLayout, world_size: int, strategy: str, *,
