@@ -234,6 +234,16 @@ def predict_sharded(workload: Workload | str, batch_sizes: Sequence[int], world_
                              grad_accumulation=grad_accumulation) for b in batch_sizes]
 
 
+def _largest_fitting_from(low: int, peak_of: Any, capacity_bytes: int) -> int | None:
+    """``largest_fitting`` that looks at sizes below ``low`` (the predictor's lower anchor)
+    only when ``low`` does not fit: each such size is a trace of its own (5 s for a 1.3 B
+    GPT), while sizes at or above the anchors are arithmetic on the affine model."""
+    if peak_of(low) > capacity_bytes:
+        return largest_fitting(peak_of, capacity_bytes, upper_limit=low - 1) if low > 1 \
+            else None
+    return low - 1 + largest_fitting(lambda k: peak_of(low - 1 + k), capacity_bytes)
+
+
 def plan_sharded(workload: Workload | str, gpu_names: Sequence[str], world_size: int,
                  strategy: str, *, grad_accumulation: int = 1) -> list[dict[str, Any]]:
     """Per GPU: the largest per-rank batch whose predicted per-rank reserved peak fits the
@@ -259,7 +269,8 @@ def plan_sharded(workload: Workload | str, gpu_names: Sequence[str], world_size:
             return shard_prediction(p.predict(b), layout, world_size, strategy,
                                     grad_accumulation=grad_accumulation)
 
-        best = largest_fitting(lambda b: at(b).peak_reserved_bytes, usable)
+        best = _largest_fitting_from(predictor.anchors[0],
+                                     lambda b: at(b).peak_reserved_bytes, usable)
         top = at(best) if best is not None else None
         rows.append({"gpu": spec.name, "usable_bytes": usable, "max_batch_per_rank": best,
                      "global_batch": top.global_batch if top else None,
