@@ -9,17 +9,25 @@ from tests.distributed_helpers import scenario
 
 
 @scenario
-def measure_once(rank: int, world_size: int, workload: str, strategy: str, batch_size: int,
-                 limits: list[Any] | None = None) -> dict[str, Any]:
+def measure_once(rank: int, world_size: int, workload: str, strategies: list[str],
+                 batch_size: int, limits: list[Any] | None = None) -> dict[str, Any]:
+    """One probe per strategy; each with this rank's wall time."""
+    import time
+
     import batchprof
     from batchprof.distributed.collectives import World
     from batchprof.distributed.rank_probe import measure_rank
 
     world = World("cpu")
     limit = None if limits is None else batchprof.parse_bytes(limits[rank])
-    ranks = measure_rank(batchprof.load_workload(workload), batch_size, world, strategy,
-                         memory_limit_bytes=limit)
-    return {"ranks": [m.to_dict() for m in ranks], "mine": ranks[rank].to_dict()}
+    out = {}
+    for strategy in strategies:
+        started = time.perf_counter()
+        ranks = measure_rank(batchprof.load_workload(workload), batch_size, world, strategy,
+                             memory_limit_bytes=limit)
+        out[strategy] = {"ranks": [m.to_dict() for m in ranks],
+                         "elapsed_s": time.perf_counter() - started}
+    return out
 
 
 @scenario

@@ -97,3 +97,10 @@ def test_strategies_move_the_bytes_they_shard():
         shard_prediction(_Base(), layout, 4, "tp")
     with pytest.raises(ConfigError, match="--world-size"):
         shard_prediction(_Base(), layout, 0, "ddp")
+
+
+@pytest.mark.slow
+def test_predicted_per_rank_peak_matches_measured_ranks_for_hf_gpt2_and_llama(tmp_path):
+    pytest.importorskip("transformers")
+    rows = compare(tmp_path, ["tests.hf_workloads:gpt2", "tests.hf_workloads:llama"])
+    assert_within(rows, 0.03)
