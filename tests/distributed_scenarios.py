@@ -147,3 +147,13 @@ def predicted_vs_measured(rank: int, world_size: int, workloads: list[str],
                          "single": predicted.single_process_peak_bytes,
                          "components": dict(predicted.components)})
     return rows
+
+
+@scenario
+def measure_api(rank: int, world_size: int) -> dict[str, Any]:
+    from batchprof.distributed.profile import measure_distributed
+    from batchprof.distributed.text import measurement_lines
+
+    m = measure_distributed(tiny_blocks(), 8, "fsdp", grad_accumulation=4)
+    return {"global_batch": m.global_batch, "feasible": m.feasible,
+            "lines": measurement_lines(m), "samples_per_s": m.samples_per_s}

@@ -74,10 +74,17 @@ def test_one_rank_over_its_budget_makes_the_probe_infeasible_everywhere(tmp_path
             assert v[strategy]["elapsed_s"] < 30
 
 
+def test_measure_distributed_one_size_with_the_per_rank_table(tmp_path):
+    for v in values(launch("measure_api", 2, tmp_path, timeout_s=90)):
+        assert v["feasible"] and v["global_batch"] == 8 * 2 * 4
+        assert v["samples_per_s"] > 0
+        assert len(v["lines"]) == 4  # summary, header, rank 0, rank 1
+
+
 def test_search_under_ddp_finds_the_per_rank_max_and_the_global_batch(tmp_path):
-    results = values(launch("profile_run", 2, tmp_path, timeout_s=120, workload=TINY,
+    results = values(launch("profile_run", 2, tmp_path, timeout_s=180, workload=TINY,
                             strategy="ddp", limits=["600KiB", "600KiB"], knee=False,
-                            grad_accumulation=2))
+                            grad_accumulation=2, use_prediction=True))
     r0, r1 = results
     assert r0["max_batch"] == r1["max_batch"] and r0["max_batch"] is not None
     assert r0["global_max_batch"] == r0["max_batch"] * 2 * 2
@@ -87,6 +94,7 @@ def test_search_under_ddp_finds_the_per_rank_max_and_the_global_batch(tmp_path):
     assert all(p["peak_allocated_bytes"] <= 600 * 1024 for p in fits)
     assert all(not p["feasible"] for p in probes if p["batch_size"] > r0["max_batch"])
     assert all(len(p["ranks"]) == 2 for p in probes)
+    assert any("seeded by the sharded prediction" in n for n in r0["notes"]), r0["notes"]
 
 
 def test_ranks_running_different_workloads_fail_with_one_clear_error(tmp_path):

@@ -95,7 +95,7 @@ def _run_ranks(command: str, args: argparse.Namespace, console: Any, rank: int) 
     from ..backends import resolve_device
     from ..distributed.errors import RankFailedError
     from ..distributed.launch import process_group
-    from ..distributed.profile import profile_distributed
+    from ..distributed.profile import measure_distributed, profile_distributed
 
     device = resolve_device(args.device)
     main = rank == 0
@@ -117,18 +117,22 @@ def _run_ranks(command: str, args: argparse.Namespace, console: Any, rank: int) 
                       + (f", peak {peak:,} B on the fullest rank" if peak else "")
                       + ("" if m.feasible else f" [{m.reason}]"), highlight=False)
 
-    options: dict[str, Any] = {"memory_limit": args.memory_limit,
-                               "grad_accumulation": args.grad_accumulation}
-    if command == "measure":
-        options.update(min_batch=args.batch_size, max_batch=args.batch_size, knee=False)
-    else:
-        options.update(min_batch=args.min_batch, max_batch=args.max_batch,
-                       multiple_of=args.multiple_of, alpha=args.alpha)
+    ref = args.workload_opt or args.workload
+    common: dict[str, Any] = {"device": device, "memory_limit": args.memory_limit,
+                              "grad_accumulation": args.grad_accumulation}
     code, result, message = 0, None, None
     try:
         with process_group(device.split(":")[0]):
-            result = profile_distributed(args.workload_opt or args.workload, args.parallel,
-                                         device=device, on_probe=on_probe, **options)
+            if command == "measure":
+                one = measure_distributed(ref, args.batch_size, args.parallel, **common)
+                if main:
+                    on_probe(one)
+                result = one
+            else:
+                result = profile_distributed(
+                    ref, args.parallel, on_probe=on_probe, min_batch=args.min_batch,
+                    max_batch=args.max_batch, multiple_of=args.multiple_of, alpha=args.alpha,
+                    use_prediction=not getattr(args, "no_predict", False), **common)
     except BatchprofError as exc:
         result = getattr(exc, "partial_result", None)
         code = EXIT_RANK_FAILED if isinstance(exc, RankFailedError) else EXIT_USAGE
@@ -144,9 +148,10 @@ def _run_ranks(command: str, args: argparse.Namespace, console: Any, rank: int) 
         print(message, file=sys.stderr)
         print(f"finished probes kept in {out_dir / 'probes.jsonl'}", file=sys.stderr)
         return code
-    from ..distributed.text import summary_lines
+    from ..distributed.text import measurement_lines, summary_lines
 
-    for line in summary_lines(result):
+    lines = measurement_lines(result) if command == "measure" else summary_lines(result)
+    for line in lines:
         console.print(line, highlight=False)
     console.print(f"report: {out_dir}", highlight=False)
     return 0

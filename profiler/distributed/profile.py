@@ -105,29 +105,84 @@ def check_global_batch(global_batch: int, world_size: int, grad_accumulation: in
     return global_batch // per
 
 
+def _setup(workload: Workload | str, strategy: str, device: str, world: World | None,
+           options: tuple) -> tuple[Workload, World]:
+    check_strategy(strategy)
+    wl = load_workload(workload)
+    world = world or World(device)
+    world.phase = "checking that every rank runs the same workload"
+    world.check_same("the workload (name, tags, parameter shapes)", workload_fingerprint(wl))
+    world.check_same("the options", options)
+    return wl, world
+
+
+def measure_distributed(
+    workload: Workload | str, batch_size: int, strategy: str = "ddp", *, device: str = "cpu",
+    memory_limit: int | str | Sequence[int | str] | None = None, grad_accumulation: int = 1,
+    timing: TimingPolicy | None = None, world: World | None = None,
+) -> DistributedMeasurement:
+    """One per-rank batch size on every rank of the default process group (same errors as
+    :func:`profile_distributed`)."""
+    wl, world = _setup(workload, strategy, device, world,
+                       (strategy, batch_size, grad_accumulation))
+    limit = rank_limit(memory_limit, world.rank, world.world_size)
+    base = timing or TimingPolicy()
+    policy = dataclasses.replace(base, max_timed_steps=base.timed_steps)
+    ranks = measure_rank(wl, batch_size, world, strategy, device=device,
+                         memory_limit_bytes=limit, timing=policy)
+    return DistributedMeasurement(wl.name, batch_size, world.world_size, strategy,
+                                  grad_accumulation, tuple(ranks))
+
+
+def predicted_hint(workload: Workload, world: World, strategy: str, device: str,
+                   limit: int | None) -> tuple[int | None, str]:
+    """The per-rank max batch the sharded prediction gives for the smallest budget of any
+    rank, computed on rank 0 and shared, so every rank starts the search at the same size."""
+    limits = world.gather(limit)
+    hint, note = None, "prediction unavailable: a rank has no memory limit"
+    if world.is_main and all(x is not None for x in limits):
+        try:
+            from ..prediction.model import largest_fitting
+            from ..prediction.predictor import Predictor
+            from .sharding import ModelLayout, shard_prediction
+
+            target = "cuda" if device.startswith("cuda") else "cpu"
+            predictor = Predictor(workload, target, calibrate=target == "cpu")
+            layout = ModelLayout.of(workload, world.world_size)
+
+            def peak(b: int) -> int:
+                p = shard_prediction(predictor.predict(b), layout, world.world_size, strategy)
+                return p.peak_reserved_bytes if target == "cuda" else p.peak_allocated_bytes
+
+            hint = largest_fitting(peak, min(limits))
+            note = (f"search seeded by the sharded prediction: about {hint} per rank"
+                    if hint else "prediction found no batch that fits; measuring only")
+        except BatchprofError as exc:
+            note = f"prediction unavailable: {exc}"
+    return world.gather((hint, note))[0]
+
+
 def profile_distributed(
     workload: Workload | str, strategy: str = "ddp", *, device: str = "cpu",
     memory_limit: int | str | Sequence[int | str] | None = None, min_batch: int = 1,
     max_batch: int | None = None, multiple_of: int = 1, grad_accumulation: int = 1,
     knee: bool = True, alpha: float = 0.9, timing: TimingPolicy | None = None,
+    use_prediction: bool = False,
     on_probe: Callable[[DistributedMeasurement], None] | None = None,
     world: World | None = None,
 ) -> DistributedProfile:
     """Search the per-rank batch over every rank of the default process group.
 
-    ``memory_limit``: a budget for every rank, or one per rank. Raises WorldMismatchError
+    ``memory_limit``: a budget for every rank, or one per rank. ``use_prediction``: seed the
+    search with the sharded prediction (:func:`predicted_hint`). Raises WorldMismatchError
     when ranks disagree on the workload or options, RankFailedError when a rank fails
     mid-step or dies, BudgetError when the smallest batch does not fit; errors raised after
     probing began carry ``partial_result``.
     """
     clock = time.perf_counter()
-    check_strategy(strategy)
-    wl = load_workload(workload)
-    world = world or World(device)
-    options = (strategy, min_batch, max_batch, multiple_of, grad_accumulation, knee, alpha)
-    world.phase = "checking that every rank runs the same workload"
-    world.check_same("the workload (name, tags, parameter shapes)", workload_fingerprint(wl))
-    world.check_same("the options (parallel, batch bounds, grad accumulation, knee)", options)
+    options = (strategy, min_batch, max_batch, multiple_of, grad_accumulation, knee, alpha,
+               use_prediction)
+    wl, world = _setup(workload, strategy, device, world, options)
     limit = rank_limit(memory_limit, world.rank, world.world_size)
     base = timing or TimingPolicy()
     policy = dataclasses.replace(base, max_timed_steps=base.timed_steps)  # same count everywhere
@@ -147,7 +202,11 @@ def profile_distributed(
     knee_result: KneeResult | None = None
     notes: list[str] = []
     try:
-        search = find_max_batch(probe, min_batch=min_batch, max_batch=max_batch,
+        hint = None
+        if use_prediction:
+            hint, note = predicted_hint(wl, world, strategy, device, limit)
+            notes.append(note)
+        search = find_max_batch(probe, hint=hint, min_batch=min_batch, max_batch=max_batch,
                                 multiple_of=multiple_of)
         if search.max_batch is None:
             failed = probes[-1] if probes else None

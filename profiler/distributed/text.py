@@ -45,6 +45,15 @@ def summary_lines(result: Any) -> list[str]:
     return lines
 
 
+def measurement_lines(m: Any) -> list[str]:
+    """One DistributedMeasurement: the verdict, the global figures, the per-rank table."""
+    verdict = "fits on every rank" if m.feasible else f"does not fit ({m.reason})"
+    return [f"{m.workload} under {m.strategy} on {m.world_size} ranks: batch {m.batch_size} "
+            f"per rank (global {m.global_batch}) {verdict}; "
+            f"{_rate(m.samples_per_s)} samples/s over all ranks",
+            *rank_table_lines(m.rank_rows())]
+
+
 def plan_lines(workload: str, rows: Sequence[dict[str, Any]]) -> list[str]:
     if not rows:
         return []
