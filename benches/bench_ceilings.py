@@ -16,8 +16,8 @@ import pytest
 import torch
 from rich.console import Console
 
-from batchprof.ceilings import Ceilings, ceilings
-from batchprof.commands.ceilings import ceilings_table
+from batchprof.render.tables import ceilings_table
+from batchprof.roofline.ceilings import Ceilings, ceilings
 
 
 def _record(benchmark, result: Ceilings, capsys) -> None:

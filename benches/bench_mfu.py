@@ -13,8 +13,8 @@ from __future__ import annotations
 import pytest
 
 import batchprof
-from batchprof.efficiency import annotate_roofline
 from batchprof.probe import TimingPolicy
+from batchprof.roofline.efficiency import annotate_roofline
 from batchprof.workloads import BUILTINS
 
 BATCH = 32

@@ -17,7 +17,8 @@ import math
 import numpy as np
 import pytest
 
-from batchprof.search import Outcome, find_knee, find_max_batch, max_batch_probe_budget
+from batchprof.records import Outcome
+from batchprof.search import find_knee, find_max_batch, max_batch_probe_budget
 
 TRUTHS = [7, 100, 300, 1000, 4096, 10_000, 100_000]
 

@@ -13,19 +13,19 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Workload": ".workload",
-    "load_workload": ".workload",
+    "Workload": ".workloads",
+    "load_workload": ".workloads",
     "measure": ".probe",
     "TimingPolicy": ".probe",
-    "Measurement": ".types",
-    "SampleSeries": ".types",
+    "Measurement": ".records",
+    "SampleSeries": ".records",
     "profile": ".api",
-    "ProfileResult": ".result",
+    "ProfileResult": ".records",
     "predict": ".prediction",
     "predict_max_batch": ".prediction",
     "Prediction": ".prediction",
-    "ceilings": ".ceilings",
-    "Ceilings": ".ceilings",
+    "ceilings": ".roofline.ceilings",
+    "Ceilings": ".roofline.ceilings",
     "make_backend": ".backends",
     "estimate_noise_scale": ".noise",  # issue 18
     "NoiseOptions": ".noise",

@@ -78,11 +78,11 @@ def cuda_info() -> dict[str, Any]:
 
 def nvml_info(nvml_module: Any = None) -> dict[str, Any]:
     """The driver as NVML reports it; ``available`` False with the reason when it cannot."""
-    from . import nvml
-    from .sampling import SamplerUnavailable
+    from .sampling import libnvml
+    from .sampling.base import SamplerUnavailable
 
     try:
-        info = nvml.query_system(nvml_module)
+        info = libnvml.query_system(nvml_module)
     except SamplerUnavailable as err:
         return {"available": False, "reason": err.reason, "driver_version": None,
                 "nvml_version": None, "gpus": []}
@@ -104,13 +104,13 @@ def kernels_info(load: bool = True) -> dict[str, Any]:
 
 def default_plan(cuda: dict[str, Any], nvml_module: Any = None) -> dict[str, Any]:
     """What ``--device auto`` and ``--sampler auto`` resolve to on this machine, and why."""
-    from . import nvml
+    from .sampling import libnvml
 
     device = resolve_device("auto")
     if device == "cuda" and cuda["devices"]:
         device = f"cuda:{torch.cuda.current_device()}"
     # The same test make_sampler("auto") runs: NVML for CUDA ordinal 0, else psutil.
-    nvml_ok, nvml_reason = nvml.availability(0, nvml_module=nvml_module)
+    nvml_ok, nvml_reason = libnvml.availability(0, nvml_module=nvml_module)
     return {
         "device": device,
         "device_notice": device_notice("auto", resolve_device("auto")),

@@ -16,14 +16,15 @@ import pytest
 import torch
 
 import batchprof
-from batchprof.api import _prediction_hint, profile
+from batchprof.api import profile
+from batchprof.api.run import _prediction_hint
 from batchprof.backends import CpuBackend
 from batchprof.backends.fake import FakeBackend
 from batchprof.errors import BudgetError, ConfigError, StepError, TraceError
 from batchprof.probe import TimingPolicy, measure
-from batchprof.result import ProfileResult, throughput_ladder
-from batchprof.workload import Workload
-from batchprof.workloads import BUILTINS
+from batchprof.records import ProfileResult
+from batchprof.search.knee.ladder import throughput_ladder
+from batchprof.workloads import BUILTINS, Workload
 
 from .helpers import tiny_workload
 

@@ -12,9 +12,9 @@ import torch
 from rich.console import Console
 
 import batchprof
-from batchprof.ceilings import Ceilings, ceilings, dtype_key, roofline
-from batchprof.commands import ceilings as ceilings_command
+from batchprof.cli import ceilings as ceilings_command
 from batchprof.errors import ConfigError, DeviceUnavailableError
+from batchprof.roofline.ceilings import Ceilings, ceilings, dtype_key, roofline
 
 TINY = {"stream_bytes": 1 << 20, "matmul_n": 64, "repeats": 3}
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from batchprof import __version__
-from batchprof.cli import main
+from batchprof.cli.main import main
 
 
 def test_measure_json(capsys):

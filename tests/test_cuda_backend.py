@@ -162,8 +162,8 @@ def test_no_notice_when_nothing_fell_back(requested, resolved):
 
 @pytest.mark.parametrize("modules", [
     "batchprof",
-    "batchprof.backends.cuda, batchprof.environment, batchprof.snapshot, "
-    "batchprof.commands.doctor",
+    "batchprof.backends.cuda, batchprof.environment, batchprof.probe.snapshot, "
+    "batchprof.cli.doctor",
 ])
 def test_import_is_warning_free(modules):
     done = subprocess.run([sys.executable, "-W", "error", "-c", f"import {modules}"],

@@ -13,9 +13,9 @@ import torch
 from rich.console import Console
 
 from batchprof import environment as environment_module
-from batchprof.cli import main
-from batchprof.commands.doctor import doctor_renderables
+from batchprof.cli.main import main
 from batchprof.environment import cuda_info, environment, kernels_info
+from batchprof.render.doctor import doctor_renderables
 
 from .fake_pynvml import NVML_ERROR_LIBRARY_NOT_FOUND, FakeGpu, FakePynvml
 

@@ -9,8 +9,9 @@ import statistics
 
 import pytest
 
-from batchprof.drift import Visit, corrected_medians, round_factors
-from batchprof.search import Outcome, find_knee
+from batchprof.records import Outcome
+from batchprof.search import find_knee
+from batchprof.search.knee.drift import Visit, corrected_medians, round_factors
 
 SIZES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
 
@@ -98,7 +99,7 @@ def test_drifting_rounds_move_the_raw_knee_but_not_the_corrected_one(monkeypatch
     model-free (isotonic) rule are a doubling off the truth in several seeds; the corrected
     ones are the truth in every one, with or without the step-time model (which smooths some
     drift by itself, so it is switched off to show what the correction does alone)."""
-    import batchprof.search as search
+    import batchprof.search.knee.find as search
 
     def knees(*, correct: bool) -> list[int]:
         found = []

@@ -7,10 +7,10 @@ import dataclasses
 import pytest
 
 import batchprof
-from batchprof.ceilings import Ceilings
-from batchprof.costs import step_costs
-from batchprof.efficiency import ROOFLINE_COLUMNS, annotate_roofline
 from batchprof.probe import TimingPolicy
+from batchprof.roofline.ceilings import Ceilings
+from batchprof.roofline.costs import step_costs
+from batchprof.roofline.efficiency import ROOFLINE_COLUMNS, annotate_roofline
 
 from .helpers import tiny_workload
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from batchprof.backends import CpuBackend
-from batchprof.cli import main
+from batchprof.cli.main import main
 from batchprof.noise import NoiseOptions, NoiseScaleError, estimate_noise_scale
 from batchprof.noise.gradients import SLICED, grad_sq_norm
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import batchprof
-from batchprof.cli import main
+from batchprof.cli.main import main
 from batchprof.noise import NoiseOptions, NoiseScaleResult
-from batchprof.report import load_result, summary_markdown, write_report
-from batchprof.result import ProfileResult
+from batchprof.records import ProfileResult
+from batchprof.render import load_result, summary_markdown, write_report
 
 from .noise_workloads import constant_loss_workload, linear_regression
 

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from batchprof import ConfigError
-from batchprof.cli import main
-from batchprof.commands.plan import parse_gpu_names
-from batchprof.commands.predict import parse_batch_sizes
+from batchprof.cli.main import main
+from batchprof.cli.plan import parse_gpu_names
+from batchprof.cli.predict import parse_batch_sizes
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:

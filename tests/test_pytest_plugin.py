@@ -17,7 +17,7 @@ import pytest
 import batchprof
 from batchprof.probe import TimingPolicy
 from batchprof.pytest_plugin import budget_violations, extra_info_for, record_extra_info
-from batchprof.types import Measurement, SampleSeries
+from batchprof.records import Measurement, SampleSeries
 
 from .helpers import tiny_workload
 
@@ -49,7 +49,7 @@ def modules_imported_before_inner_runs():
     # pytester restores sys.modules after each in-process run. A module first imported inside
     # one run would be imported again by the next: torch's lazily imported parts (the profiler
     # behind the CPU memory window) abort the process when re-registered, and a re-imported
-    # batchprof.workload would no longer match the Workload class batchprof has cached. One
+    # batchprof.workloads would no longer match the Workload class batchprof has cached. One
     # real measurement here imports all of them once, outside any inner run.
     batchprof.measure(tiny_workload(), 2, timing=TimingPolicy(timed_steps=1, max_timed_steps=1))
 
@@ -154,7 +154,7 @@ import sys
 
 def test_plain(request):
     assert request.config.pluginmanager.has_plugin("batchprof")  # loaded via pytest11 ...
-    heavy = [m for m in ("torch", "batchprof.probe", "batchprof.workload") if m in sys.modules]
+    heavy = [m for m in ("torch", "batchprof.probe", "batchprof.workloads") if m in sys.modules]
     assert heavy == []  # ... but imported nothing heavy
 ''')
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")

@@ -13,16 +13,16 @@ from matplotlib import image as mpimg
 from batchprof.api import profile
 from batchprof.backends.fake import FakeBackend
 from batchprof.probe import TimingPolicy
-from batchprof.report import (
+from batchprof.records.frame import result_frame
+from batchprof.render import (
     PROBE_LOG,
     ProbeLog,
     load_result,
     make_report_dir,
     read_probe_log,
-    result_frame,
     write_report,
 )
-from batchprof.result import throughput_ladder
+from batchprof.search.knee.ladder import throughput_ladder
 
 from .helpers import tiny_workload
 

@@ -9,12 +9,11 @@ import torch
 from torch.nn import functional as F
 
 from batchprof.api import DEFAULT_CPU_MEMORY_LIMIT
-from batchprof.cli import main
-from batchprof.commands import run as run_command
-from batchprof.report import PROBE_LOG, read_probe_log
+from batchprof.cli import run as run_command
+from batchprof.cli.main import main
+from batchprof.render import PROBE_LOG, read_probe_log
 from batchprof.units import parse_bytes
-from batchprof.workload import Workload
-from batchprof.workloads import DEFAULT_WORKLOAD
+from batchprof.workloads import DEFAULT_WORKLOAD, Workload
 
 from .helpers import tiny_workload
 

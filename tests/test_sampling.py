@@ -11,7 +11,6 @@ import time
 
 import pytest
 
-from batchprof import nvml
 from batchprof.errors import BatchprofError, DeviceUnavailableError
 from batchprof.sampling import (
     THREAD_NAME_PREFIX,
@@ -21,7 +20,9 @@ from batchprof.sampling import (
     PsutilSampler,
     Sampler,
     SamplerUnavailable,
+    libnvml,
     make_sampler,
+    nvml,
 )
 
 from .fake_pynvml import (
@@ -100,10 +101,10 @@ def test_fake_pynvml_uses_only_real_names_and_codes():
             assert getattr(fake, name) == getattr(pynvml, name), name
     assert pynvml.NVMLError(NVML_ERROR_NOT_SUPPORTED).value == NVML_ERROR_NOT_SUPPORTED
     # batchprof's private copies of the codes agree with the library's
-    assert nvml._ERR_NOT_SUPPORTED == pynvml.NVML_ERROR_NOT_SUPPORTED
-    assert nvml._ERR_LIBRARY_NOT_FOUND == pynvml.NVML_ERROR_LIBRARY_NOT_FOUND
-    assert nvml._ERR_FUNCTION_NOT_FOUND == pynvml.NVML_ERROR_FUNCTION_NOT_FOUND
-    assert nvml._ERR_ARGUMENT_VERSION_MISMATCH == pynvml.NVML_ERROR_ARGUMENT_VERSION_MISMATCH
+    assert libnvml._ERR_NOT_SUPPORTED == pynvml.NVML_ERROR_NOT_SUPPORTED
+    assert libnvml._ERR_LIBRARY_NOT_FOUND == pynvml.NVML_ERROR_LIBRARY_NOT_FOUND
+    assert libnvml._ERR_FUNCTION_NOT_FOUND == pynvml.NVML_ERROR_FUNCTION_NOT_FOUND
+    assert libnvml._ERR_ARGUMENT_VERSION_MISMATCH == pynvml.NVML_ERROR_ARGUMENT_VERSION_MISMATCH
 
 
 def test_only_the_nvml_module_imports_pynvml():
@@ -120,18 +121,18 @@ def test_only_the_nvml_module_imports_pynvml():
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             if any(n.split(".")[0] == "pynvml" for n in names):
                 importers.append(path.relative_to(package).as_posix())
-    assert sorted(set(importers)) == ["nvml.py"]
+    assert sorted(set(importers)) == ["sampling/libnvml.py"]
 
 
 def test_import_does_not_load_pynvml():
-    code = "import sys, batchprof.sampling, batchprof.nvml; assert 'pynvml' not in sys.modules"
+    code = "import sys, batchprof.sampling, batchprof.sampling.nvml; assert 'pynvml' not in sys.modules"
     subprocess.run([sys.executable, "-W", "error", "-c", code], check=True)
 
 
 # ---- NVML unavailable -----------------------------------------------------------------------
 def test_library_not_found_makes_nvml_unavailable_with_reason():
     fake = FakePynvml(init_error=NVML_ERROR_LIBRARY_NOT_FOUND)
-    ok, reason = nvml.availability(0, nvml_module=fake)
+    ok, reason = libnvml.availability(0, nvml_module=fake)
     assert not ok
     assert "libnvidia-ml.so.1" in reason and "driver" in reason
 
@@ -159,16 +160,16 @@ def test_auto_picks_nvml_when_it_answers():
 
 
 def test_driver_not_loaded_and_missing_package_reasons(monkeypatch):
-    ok, reason = nvml.availability(0, nvml_module=FakePynvml(init_error=NVML_ERROR_DRIVER_NOT_LOADED))
+    ok, reason = libnvml.availability(0, nvml_module=FakePynvml(init_error=NVML_ERROR_DRIVER_NOT_LOADED))
     assert not ok and "driver is not loaded" in reason
     monkeypatch.setitem(sys.modules, "pynvml", None)  # makes `import pynvml` raise ImportError
-    ok, reason = nvml.availability(0)
+    ok, reason = libnvml.availability(0)
     assert not ok and "nvidia-ml-py" in reason
 
 
 def test_failed_device_lookup_shuts_nvml_down_again():
     fake = FakePynvml()
-    ok, reason = nvml.availability(3, nvml_module=fake, env={})
+    ok, reason = libnvml.availability(3, nvml_module=fake, env={})
     assert not ok and "3" in reason
     assert fake.initialized == 0
 
@@ -280,18 +281,18 @@ def test_energy_counter_reset_mid_window_is_none_not_negative():
     ("1,bogus,2", 0, 1),  # CUDA stops parsing at the first invalid entry
 ])
 def test_nvml_target_maps_cuda_visible_devices(visible, cuda_index, expected):
-    assert nvml.nvml_target(cuda_index, visible) == expected
+    assert libnvml.nvml_target(cuda_index, visible) == expected
 
 
 @pytest.mark.parametrize(("visible", "cuda_index"), [("", 0), ("1,bogus,2", 1), ("0,-1,1", 1)])
 def test_nvml_target_rejects_invisible_ordinals(visible, cuda_index):
     with pytest.raises(SamplerUnavailable, match="not visible"):
-        nvml.nvml_target(cuda_index, visible)
+        libnvml.nvml_target(cuda_index, visible)
 
 
 def test_nvml_target_rejects_negative_index():
     with pytest.raises(ValueError, match=">= 0"):
-        nvml.nvml_target(-1, None)
+        libnvml.nvml_target(-1, None)
 
 
 def _uuid_gpus() -> tuple[FakePynvml, list[FakeGpu], FakeGpu]:
@@ -534,10 +535,10 @@ def test_psutil_sampler_samples_this_process_for_real():
 # ---- doctor's view -------------------------------------------------------------------------------
 def test_query_system_lists_gpus_and_versions():
     fake = FakePynvml([FakeGpu(), FakeGpu(uuid="GPU-2", errors={"nvmlDeviceGetName": NVML_ERROR_NOT_SUPPORTED})])
-    info = nvml.query_system(nvml_module=fake)
+    info = libnvml.query_system(nvml_module=fake)
     assert info.driver_version == "570.00"
     assert [g.uuid for g in info.gpus] == ["GPU-11111111-2222-3333-4444-555555555555", "GPU-2"]
     assert info.gpus[0].memory_total_bytes == 80 * 2**30 and info.gpus[1].name is None
     assert fake.initialized == 0
     with pytest.raises(SamplerUnavailable, match="NVML unavailable"):
-        nvml.query_system(nvml_module=FakePynvml(init_error=NVML_ERROR_LIBRARY_NOT_FOUND))
+        libnvml.query_system(nvml_module=FakePynvml(init_error=NVML_ERROR_LIBRARY_NOT_FOUND))

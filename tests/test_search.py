@@ -10,15 +10,8 @@ import numpy as np
 import pytest
 
 from batchprof.errors import ConfigError, StepError
-from batchprof.search import (
-    KneeResult,
-    MaxBatchResult,
-    Outcome,
-    find_knee,
-    find_max_batch,
-    max_batch_probe_budget,
-    needs_more_steps,
-)
+from batchprof.records import KneeResult, MaxBatchResult, Outcome
+from batchprof.search import find_knee, find_max_batch, max_batch_probe_budget, needs_more_steps
 
 
 # ---- synthetic probes -------------------------------------------------------------------------
@@ -390,7 +383,7 @@ def biased(curve, seed: int, bias: float = 0.08) -> list[Outcome]:
 
 
 def test_a_slow_curve_is_read_off_the_step_time_model_and_holds_still(monkeypatch):
-    import batchprof.search as search
+    import batchprof.search.knee.find as search
 
     results = [find_knee(biased(slow, seed)) for seed in range(30)]
     # +-8% at one size can push the model more than 10% off the isotonic fit: then it stands down

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import batchprof
-from batchprof import snapshot as snapshot_module
 from batchprof.errors import ConfigError, DeviceUnavailableError, TraceError
-from batchprof.snapshot import (
+from batchprof.probe import snapshot as snapshot_module
+from batchprof.probe.snapshot import (
     DEFAULT_MAX_ENTRIES,
     memory_snapshot,
     snapshot_filename,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from batchprof.step_model import StepTimeModel, agrees, fit_step_time
+from batchprof.records import StepTimeModel
+from batchprof.search.knee.step_model import agrees, fit_step_time
 
 SIZES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
 
@@ -54,8 +55,9 @@ def test_agrees_only_counts_sizes_from_the_given_batch_up():
 def test_a_knee_read_off_the_model_round_trips_through_json():
     import json
 
-    from batchprof.result import knee_from_dict
-    from batchprof.search import Outcome, find_knee
+    from batchprof.records import Outcome
+    from batchprof.records.search import knee_from_dict
+    from batchprof.search import find_knee
 
     truth = StepTimeModel(0.01, 1e-4)
     knee = find_knee([Outcome(b, True, step_times_s=(b / truth.samples_per_s(b),) * 5)

@@ -8,8 +8,8 @@ import sys
 
 from rich.console import Console
 
-from batchprof.commands import parallel
-from batchprof.commands._args import add_device_arguments, add_workload_argument
+from batchprof.cli import parallel
+from batchprof.cli.args import add_device_arguments, add_workload_argument
 from batchprof.errors import BatchprofError
 
 

@@ -7,7 +7,7 @@ with the built-in transformer's ``GPT`` (tied embeddings, SDPA, no dropout).
 
 from __future__ import annotations
 
-from ..workload import Workload
+from ..workloads.base import Workload
 from ..workloads.transformer import GPTConfig, make_workload
 
 GPT_1P3B = GPTConfig(vocab_size=50304, seq_len=2048, n_layer=24, n_head=16, d_model=2048,

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..workload import Workload
+from ..workloads.base import Workload
 
 MEASURED_STRATEGIES = ("ddp", "fsdp")
 

@@ -19,11 +19,14 @@ from typing import Any
 import torch
 
 from ..errors import BatchprofError, BudgetError
-from ..probe import TimingPolicy
-from ..result import throughput_ladder
-from ..search import KneeResult, MaxBatchResult, Outcome, find_knee, find_max_batch
+from ..probe.step import TimingPolicy
+from ..records.search import KneeResult, MaxBatchResult, Outcome
+from ..search.knee.find import find_knee
+from ..search.knee.ladder import throughput_ladder
+from ..search.max_batch import find_max_batch
 from ..units import parse_bytes
-from ..workload import Workload, load_workload
+from ..workloads.base import Workload
+from ..workloads.registry import load_workload
 from .collectives import World, fingerprint
 from .errors import WorldMismatchError
 from .parallel import check_strategy

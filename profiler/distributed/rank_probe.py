@@ -27,9 +27,9 @@ from torch.utils._pytree import tree_leaves
 
 from ..backends import MemoryReading, make_backend
 from ..backends.cpu import collector_paused, quiet_stderr
-from ..probe import TimingPolicy, _Step, validate_batch_size
-from ..types import Measurement
-from ..workload import Workload
+from ..probe.step import TimingPolicy, TrainingStep, validate_batch_size
+from ..records.measurement import Measurement
+from ..workloads.base import Workload
 from .collectives import World
 from .errors import RankFailedError
 from .parallel import local_tensor, parallel_workload
@@ -37,7 +37,7 @@ from .parallel import local_tensor, parallel_workload
 _MARK = "batchprof#measured-step"
 
 
-class _RankStep(_Step):
+class _RankStep(TrainingStep):
     """The step with DTensor parameters, gradients and optimizer state seen as local shards."""
 
     def model_state(self) -> list[torch.Tensor]:

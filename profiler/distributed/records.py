@@ -12,8 +12,8 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
-from ..search import Outcome
-from ..types import Measurement
+from ..records.measurement import Measurement
+from ..records.search import Outcome
 
 
 @dataclass(frozen=True)

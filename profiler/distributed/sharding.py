@@ -35,7 +35,8 @@ import torch
 from ..errors import ConfigError
 from ..prediction.allocators import round_size
 from ..prediction.model import largest_fitting
-from ..workload import Workload, load_workload
+from ..workloads.base import Workload
+from ..workloads.registry import load_workload
 from .parallel import repeated_blocks
 
 STRATEGIES = ("ddp", "fsdp", "zero1", "zero2")

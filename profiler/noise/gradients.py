@@ -31,7 +31,8 @@ from torch.utils._pytree import tree_flatten, tree_leaves, tree_map
 from ..backends import Backend, make_backend, resolve_device
 from ..errors import StepError
 from ..units import parse_bytes
-from ..workload import Workload, load_workload
+from ..workloads.base import Workload
+from ..workloads.registry import load_workload
 from .estimator import GradientDraw, NoiseScaleError, estimate_noise_scale_from_draws
 from .lr import learning_rate_hint, optimizer_family
 from .record import NoiseOptions, NoiseScaleResult, choose_batch_sizes, enough_draws

@@ -37,7 +37,7 @@ import torch
 from ..backends.base import unique_storage_bytes
 from ..backends.cpu import allocator_peak_from_profile, collector_paused, quiet_stderr
 from ..errors import StepError
-from ..workload import Workload
+from ..workloads.base import Workload
 from .model import AffineTrace, Curve, OpCorrection
 from .trace import Trace, trace_step
 
@@ -227,7 +227,7 @@ def calibrate_with_measurements(
     predicted_peak: Callable[[int], int],
 ) -> Calibration:
     """Residual-only calibration from ``measure()`` on ``device`` (e.g. "cuda")."""
-    from ..probe import TimingPolicy, measure
+    from ..probe.step import TimingPolicy, measure
 
     points = []
     for b in sorted(set(batch_sizes)):

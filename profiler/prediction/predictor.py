@@ -20,8 +20,9 @@ import psutil
 
 from ..errors import ConfigError
 from ..gpus import GpuSpec, get_gpu
-from ..probe import validate_batch_size
-from ..workload import Workload, load_workload
+from ..probe.step import validate_batch_size
+from ..workloads.base import Workload
+from ..workloads.registry import load_workload
 from .allocators import CpuAllocatorModel, CudaCachingAllocatorModel, CudaOverheads, replay
 from .calibrate import Calibration, calibrate_cpu, calibrate_with_measurements
 from .events import ACTIVATION, WORKSPACE, MemEvent

@@ -40,7 +40,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from ..errors import TraceError
-from ..workload import Workload
+from ..workloads.base import Workload
 from .events import (
     ACTIVATION,
     BUFFER,

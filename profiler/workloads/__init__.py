@@ -1,20 +1,12 @@
-"""Built-in workloads: small enough for a 2-core CPU, shaped like the real thing.
+"""Workloads: what to profile (:class:`Workload`), the built-ins, and lookup by name.
 
-Each module exposes ``workload() -> Workload``. Sizes are chosen so one training step at batch 32
-takes well under a second on 2 CPU cores; tags record the shapes so reports can show them.
+Each built-in module exposes ``workload() -> Workload``. Sizes are chosen so one training step at
+batch 32 takes well under a second on 2 CPU cores; tags record the shapes so reports can show them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from .base import Workload
+from .registry import BUILTINS, DEFAULT_WORKLOAD, builtin_names, load_workload
 
-from ..workload import Workload
-from . import cnn, lstm, mlp, transformer
-
-BUILTINS: dict[str, Callable[[], Workload]] = {
-    "mlp": mlp.workload,
-    "cnn": cnn.workload,
-    "transformer": transformer.workload,
-    "lstm": lstm.workload,
-}
-DEFAULT_WORKLOAD = "transformer"
+__all__ = ["BUILTINS", "DEFAULT_WORKLOAD", "Workload", "builtin_names", "load_workload"]

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..workload import Workload
 from ._classification import batch_maker, cross_entropy_loss
+from .base import Workload
 
 IMAGE, CHANNELS, CLASSES = 32, 32, 10
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..workload import Workload
+from .base import Workload
 
 VOCAB, EMBED, HIDDEN, LAYERS, SEQ = 512, 64, 128, 2, 32
 

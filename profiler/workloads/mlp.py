@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..workload import Workload
 from ._classification import batch_maker, cross_entropy_loss
+from .base import Workload
 
 IN_FEATURES, HIDDEN, CLASSES, DEPTH = 512, 1024, 10, 3
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..workload import Workload
+from .base import Workload
 
 
 @dataclass(frozen=True)

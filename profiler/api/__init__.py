@@ -1,0 +1,8 @@
+"""The public entry points that wire workloads, backends, probes and searches together."""
+
+from __future__ import annotations
+
+from .options import DEFAULT_CPU_MEMORY_LIMIT, check_options
+from .profiling import profile
+
+__all__ = ["DEFAULT_CPU_MEMORY_LIMIT", "check_options", "profile"]

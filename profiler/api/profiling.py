@@ -1,0 +1,199 @@
+"""``profile()``: prediction hint -> max-batch search -> throughput ladder -> knee -> result.
+
+Every probe is a real ``probe.measure`` on ONE backend for the whole run, so the budget, the
+device state and the clock are the same for every batch size. The search itself is pure
+(:mod:`batchprof.search`); this module only wires probes to it and keeps every Measurement.
+
+Nothing is lost when a run stops early: Ctrl-C returns the partial result (``interrupted=True``),
+and a BatchprofError raised mid-run (a non-OOM step error, a budget too small for the smallest
+batch) carries the partial result as ``exc.partial_result`` for the caller to write out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from batchprof.api.options import DEFAULT_CPU_MEMORY_LIMIT, check_options
+from batchprof.api.run import (
+    _find_knee_on_one_model,
+    _nothing_fits,
+    _prediction_hint,
+    _recommend,
+    _Run,
+    _with_roofline,
+)
+from batchprof.backends import Backend, make_backend, resolve_device
+from batchprof.errors import BatchprofError, BudgetError, ConfigError
+from batchprof.probe.step import TimingPolicy
+from batchprof.records.measurement import Measurement
+from batchprof.records.result import ProfileResult
+from batchprof.records.search import KneeResult, MaxBatchResult
+from batchprof.search.knee.find import find_knee
+from batchprof.search.knee.ladder import throughput_ladder
+from batchprof.search.max_batch import find_max_batch
+from batchprof.units import parse_bytes
+from batchprof.workloads.base import Workload
+from batchprof.workloads.registry import load_workload
+
+
+def _environment(backend: Backend) -> dict[str, Any]:
+    try:
+        from batchprof.environment import environment
+
+        env = environment(kernels=False)
+    except Exception as exc:  # noqa: BLE001 - a report without versions beats no report
+        import platform
+
+        import torch
+
+        from batchprof import __version__
+
+        env = {"versions": {"batchprof": __version__, "torch": torch.__version__,
+                            "python": platform.python_version()},
+               "reason": f"full environment unavailable: {type(exc).__name__}: {exc}"}
+    env["backend"] = {"name": backend.name, "device": str(backend.device),
+                      "memory_limit_bytes": backend.memory_limit_bytes,
+                      "capacity_bytes": backend.capacity_bytes()}
+    return env
+
+
+def profile(
+    workload: Workload | str,
+    device: str = "cpu",
+    memory_limit: int | str | None = None,
+    *,
+    min_batch: int = 1,
+    max_batch: int | None = None,
+    multiple_of: int = 1,
+    dataset_size: int | None = None,
+    alpha: float = 0.9,
+    hint: int | None = None,
+    use_prediction: bool = True,
+    knee: bool = True,
+    timing: TimingPolicy | None = None,
+    backend: Backend | None = None,
+    on_probe: Callable[[Measurement], None] | None = None,
+    on_status: Callable[[str], None] | None = None,
+    sampler: Any = None,
+    roofline: bool = False,
+    noise_scale: bool | Any = False,
+) -> ProfileResult:
+    """Find the largest batch that fits and the throughput knee for ``workload``.
+
+    ``memory_limit`` (bytes or "512MiB") is the budget; on the CPU without one the default
+    DEFAULT_CPU_MEMORY_LIMIT applies, with a note. ``knee=False`` stops after the max search
+    (no throughput ladder, no knee: the quick answer to "what fits?").
+    ``hint`` (or, when absent and ``use_prediction``, the prediction) seeds the search.
+    ``roofline=True`` measures the device's ceilings once and adds FLOPs, achieved FLOP/s,
+    MFU and the bound to each timed probe's ``extra`` (see batchprof.roofline.efficiency).
+    ``noise_scale=True`` (or a ``batchprof.noise.NoiseOptions``) adds the gradient noise scale
+    after the knee, its big batch defaulting to the max batch (``result.noise_scale``).
+    ``on_probe(m)`` sees each Measurement as it completes; ``on_status(text)`` hears what the
+    knee's throughput sweep is doing, a line per round. ``backend`` replaces the one built
+    from ``device``/``memory_limit`` (tests pass a FakeBackend).
+
+    Raises ConfigError for bad options; BudgetError when even ``min_batch`` does not fit
+    ("batch size 1 needs X; the budget is Y"); StepError when the step fails other than by
+    OOM. Errors raised after probing began carry ``partial_result`` (a ProfileResult). Ctrl-C
+    returns the partial result with ``interrupted=True``.
+    """
+    clock = time.perf_counter()
+    started_at = datetime.now().astimezone().isoformat(timespec="seconds")
+    check_options(min_batch, max_batch, multiple_of, dataset_size, alpha, hint)
+    wl = load_workload(workload)
+    notes: list[str] = []
+    if backend is None:
+        dev = resolve_device(device)
+        limit = parse_bytes(memory_limit) if memory_limit is not None else None
+        if limit is None and dev == "cpu":
+            limit = parse_bytes(DEFAULT_CPU_MEMORY_LIMIT)
+            notes.append(f"no memory limit given on the CPU: using the default budget "
+                         f"{DEFAULT_CPU_MEMORY_LIMIT}")
+        backend = make_backend(dev, limit)
+    elif memory_limit is not None and parse_bytes(memory_limit) != backend.memory_limit_bytes:
+        raise ConfigError("memory_limit differs from the given backend's memory_limit_bytes; "
+                          "set the limit on the backend you pass")
+    if backend.capacity_bytes() is None and max_batch is None and dataset_size is None:
+        raise ConfigError(f"nothing bounds the search on {backend.name}: give a memory limit "
+                          "(--memory-limit), --max-batch or --dataset-size")
+
+    options: dict[str, Any] = {
+        "min_batch": min_batch, "max_batch": max_batch, "multiple_of": multiple_of,
+        "dataset_size": dataset_size, "alpha": alpha, "hint": hint, "hint_source": None,
+        "use_prediction": use_prediction, "knee": knee, "timing": dataclasses.asdict(timing or TimingPolicy()),
+    }
+    if hint is not None:
+        options["hint_source"] = "user"
+    run = _Run(wl, backend, timing, sampler, on_probe, on_status)
+    max_search: MaxBatchResult | None = None
+    knee_result: KneeResult | None = None
+    interrupted, failure = False, None
+    try:
+        if hint is None and use_prediction:
+            hint, note = _prediction_hint(wl, backend)
+            notes.append(note if hint is not None
+                         else f"{note}; falls back to measurement-only search")
+            options.update(hint=hint, hint_source="prediction" if hint is not None else None)
+        backend.prepare()
+        max_search = find_max_batch(run.outcome, hint=hint, min_batch=min_batch,
+                                    max_batch=max_batch, multiple_of=multiple_of,
+                                    dataset_size=dataset_size)
+        if max_search.max_batch is None:
+            raise _nothing_fits(run, min_batch, notes)
+        if knee:
+            seen = {m.batch_size for m in run.probes}
+            ladder = throughput_ladder(min_batch, max_search.max_batch, multiple_of)
+            for b in ladder:
+                if b not in seen:  # reuse what the search measured; never re-run a failure
+                    run.measure(b)
+            knee_result = _find_knee_on_one_model(run, ladder, alpha, multiple_of, notes)
+    except KeyboardInterrupt:
+        interrupted = True
+        gc.collect()  # the interrupted step's tensors: measure() never reached its cleanup
+        backend.cleanup()
+        notes.append(f"interrupted (Ctrl-C) after {len(run.probes)} probes; results are partial")
+        if max_search is None:
+            fit = [m.batch_size for m in run.probes if m.feasible]
+            if fit:
+                notes.append(f"the search did not finish; the largest batch that fit so far was "
+                             f"{max(fit)} (not confirmed)")
+        elif knee and knee_result is None and run.feasible_outcomes():
+            knee_result = find_knee(run.feasible_outcomes(), alpha=alpha,
+                                    multiple_of=multiple_of)
+            notes.append("knee taken from the sizes timed before the interrupt")
+    except BatchprofError as exc:
+        failure = exc
+        notes.append(f"stopped by an error: {exc}")
+
+    max_found = max_search.max_batch if max_search is not None else None
+    stopped = ("interrupted" if interrupted else "stopped by an error"
+               if failure is not None and not isinstance(failure, BudgetError) else None)
+    recommended, reason = _recommend(max_found, knee_result, run.probes, knee, stopped)
+    probes = tuple(run.probes)
+    if roofline and not interrupted:
+        probes = _with_roofline(wl, backend, probes, notes)
+    from batchprof.noise.profiling import profile_noise_scale  # issue 18
+    noise = None if interrupted or failure else profile_noise_scale(
+        noise_scale, wl, backend, max_found, recommended, notes)
+    result = ProfileResult(
+        workload=wl.name, device=backend.name, memory_limit_bytes=backend.memory_limit_bytes,
+        capacity_bytes=backend.capacity_bytes(), max_batch=max_found,
+        knee_batch=knee_result.knee_batch if knee_result else None,
+        recommended_batch=recommended, recommendation_reason=reason, probes=probes,
+        knee=knee_result, max_search=max_search,
+        notes=(tuple(notes) + (max_search.notes if max_search else ())
+               + (knee_result.notes if knee_result else ())),
+        options=options, environment=_environment(backend), started_at=started_at,
+        elapsed_s=time.perf_counter() - clock, interrupted=interrupted,
+        error=None if failure is None else f"{type(failure).__name__}: {failure}",
+        noise_scale=noise,
+    )
+    if failure is not None:
+        failure.partial_result = result  # type: ignore[attr-defined]
+        raise failure
+    return result

@@ -1,0 +1,227 @@
+"""The parts of one profile run: the probes, the prediction seed, the knee, the recommendation."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from batchprof.backends import Backend, CpuBackend
+from batchprof.errors import BatchprofError, BudgetError, TraceError
+from batchprof.probe.step import TimingPolicy, measure
+from batchprof.probe.sweep import ThroughputSweep
+from batchprof.records.measurement import Measurement
+from batchprof.records.search import KneeResult, Outcome
+from batchprof.search.knee.find import find_knee
+from batchprof.units import format_bytes
+from batchprof.workloads.base import Workload
+
+
+def _prediction_hint(workload: Workload, backend: Backend) -> tuple[int | None, str]:
+    """The predicted max batch for this backend's capacity, and a note saying where it came
+    from or why there is none. The one place that calls the prediction (imported lazily: it
+    is optional, and a failure in it must only cost probes, never the run)."""
+    capacity = backend.capacity_bytes()
+    target = "cuda" if backend.name.startswith("cuda") else backend.name
+    if capacity is None:
+        return None, "prediction unavailable: no memory capacity to predict against"
+    if target not in ("cpu", "cuda"):
+        return None, f"prediction unavailable: no prediction target for the {target} backend"
+    try:
+        from batchprof.prediction import predict_max_batch
+    except ImportError as exc:
+        return None, f"prediction unavailable: {exc}"
+    try:
+        predicted = predict_max_batch(workload, capacity, target=target)
+    except (TraceError, NotImplementedError) as exc:
+        return None, f"prediction unavailable: {exc}"
+    # Accept a bare int or a record carrying max_batch (the prediction's API is still young).
+    value = getattr(predicted, "max_batch", predicted)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        return None, f"prediction unavailable: the prediction found no batch that fits ({value!r})"
+    return value, f"search seeded by prediction: max batch about {value}"
+
+
+class _Run:
+    """The probes of one profile run, in order, on one backend."""
+
+    def __init__(self, workload: Workload, backend: Backend, timing: TimingPolicy | None,
+                 sampler: Any, on_probe: Callable[[Measurement], None] | None,
+                 on_status: Callable[[str], None] | None = None):
+        self.workload, self.backend, self.timing = workload, backend, timing
+        self.sampler, self.on_probe, self.on_status = sampler, on_probe, on_status
+        self.probes: list[Measurement] = []
+
+    def measure(self, batch_size: int) -> Measurement:
+        m = measure(self.workload, batch_size, backend=self.backend, timing=self.timing,
+                    sampler=self.sampler)
+        self.probes.append(m)
+        if self.on_probe is not None:
+            self.on_probe(m)
+        return m
+
+    def status(self, message: str) -> None:
+        if self.on_status is not None:
+            self.on_status(message)
+
+    def outcome(self, batch_size: int) -> Outcome:
+        return Outcome.from_measurement(self.measure(batch_size))
+
+    def feasible_outcomes(self) -> list[Outcome]:
+        return [Outcome.from_measurement(m) for m in self.probes if m.feasible]
+
+
+def _noise_blurs(knee: KneeResult) -> bool:
+    """Would another round help: a curve of three sizes or more whose knee moves by more than
+    a doubling under resampling, or whose sizes have too few visits to resample at all?"""
+    return knee.confidence == "ambiguous" and len(knee.fitted) >= 3  # find_knee's own verdict
+
+
+def _find_knee_on_one_model(run: _Run, ladder: list[int], alpha: float, multiple_of: int,
+                            notes: list[str]) -> KneeResult:
+    """The knee from a ThroughputSweep over the ladder (one model, interleaved rounds).
+
+    Rounds: ``policy.sweep_rounds`` over the ladder, then one more at a time while the knee is
+    ambiguous (its bootstrap interval spans more than one doubling), within the policy's round
+    and time limits. Refinement sizes are probed for the record (memory, feasibility), then
+    timed in rounds together with the sizes either side of them, so the drift correction ties
+    them to the rest, and every fit uses all rounds so far. If the sweep itself runs out of
+    memory (a CUDA allocator fragmented by several sizes), the knee falls back to the probes'
+    own times, and a note says so.
+    """
+    feasible = sorted({m.batch_size for m in run.probes if m.feasible and m.batch_size in ladder})
+    timer = ThroughputSweep(run.workload, run.backend)
+    policy = run.timing or TimingPolicy()
+    oom = False
+
+    def rounds(sizes: list[int], count: int, why: str) -> None:
+        for _ in range(count):
+            timer.round(sizes, policy.steps_per_visit)
+            run.status(f"knee sweep round {timer.rounds} ({why}): batch "
+                       f"{', '.join(map(str, sorted(sizes)))}; {timer.elapsed_s:.1f} s so far")
+
+    try:
+        rounds(feasible, policy.sweep_rounds, "ladder")
+        knee = find_knee(timer.outcomes(), alpha=alpha, multiple_of=multiple_of)
+        while (_noise_blurs(knee) and timer.rounds < policy.max_sweep_rounds
+               and timer.elapsed_s < policy.sweep_budget_s):
+            interval = knee.knee_interval
+            rounds(feasible, 1, "too few rounds to judge the noise" if interval is None
+                   else f"resampling puts the knee anywhere in {interval[0]}..{interval[1]}")
+            knee = find_knee(timer.outcomes(), alpha=alpha, multiple_of=multiple_of)
+
+        def refine(b: int) -> Outcome:
+            probed = run.outcome(b)
+            if not probed.feasible:
+                return probed
+            sizes = timer.sizes
+            around = [max(s for s in sizes if s < b), b, min(s for s in sizes if s > b)]
+            rounds(around, policy.sweep_rounds, f"refining near {b}")
+            timed = next(o for o in timer.outcomes() if o.batch_size == b)
+            return dataclasses.replace(timed, peak_bytes=probed.peak_bytes,
+                                       capacity_bytes=probed.capacity_bytes)
+
+        return find_knee(timer.outcomes(), alpha=alpha, refine=refine, multiple_of=multiple_of,
+                         current_points=timer.outcomes)
+    except Exception as exc:
+        if not run.backend.is_oom(exc):
+            raise
+        oom = True
+    finally:
+        timer.close()
+    if oom:
+        notes.append("the one-model throughput sweep ran out of memory; the knee uses each "
+                      "probe's own timing instead (more sensitive to drift between probes)")
+    return find_knee(run.feasible_outcomes(), alpha=alpha, refine=run.outcome,
+                     multiple_of=multiple_of)
+
+
+def _with_roofline(workload: Workload, backend: Backend, probes: tuple[Measurement, ...],
+                   notes: list[str]) -> tuple[Measurement, ...]:
+    """Probes with roofline figures; unchanged (and a note) when the device's ceilings or the
+    step's FLOPs cannot be had: the roofline is information, never a reason to lose a run."""
+    from batchprof.roofline.ceilings import ceilings
+    from batchprof.roofline.efficiency import annotate_roofline
+
+    device = "cuda" if backend.device.type == "cuda" else "cpu"
+    try:
+        measured = ceilings(device)
+        gpu_name = gpu_total = None
+        if device == "cuda":
+            import torch
+
+            props = torch.cuda.get_device_properties(backend.device)
+            gpu_name, gpu_total = props.name, props.total_memory
+        annotated = annotate_roofline(workload, probes, measured, gpu_name=gpu_name,
+                                      gpu_total_bytes=gpu_total)
+    except BatchprofError as exc:
+        notes.append(f"roofline unavailable: {exc}")
+        return probes
+    notes.append(f"roofline against measured {device} ceilings: "
+                 f"{measured.peak_bandwidth_gbps:.1f} GB/s, "
+                 + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s"
+                             for k, v in measured.flops_per_s.items()))
+    return annotated
+
+
+def _unbudgeted_peak(workload: Workload, batch_size: int, backend: Backend) -> int | None:
+    """Peak of one step without the budget (CPU only: a GPU cannot lift its own ceiling)."""
+    if not isinstance(backend, CpuBackend):
+        return None
+    try:
+        m = measure(workload, batch_size, backend=CpuBackend(None),
+                    timing=TimingPolicy(timed_steps=1, max_timed_steps=1))
+    except BatchprofError:
+        return None
+    return m.peak_allocated_bytes
+
+
+def _nothing_fits(run: _Run, min_batch: int, notes: list[str]) -> BudgetError:
+    failed = next((m for m in reversed(run.probes) if m.batch_size == min_batch), None)
+    needed = failed.peak_allocated_bytes if failed is not None else None
+    if needed is None:  # the guard stopped the step early: measure it once without the budget
+        needed = _unbudgeted_peak(run.workload, min_batch, run.backend)
+        if needed is not None:
+            notes.append(f"batch size {min_batch} measured once without the budget: "
+                         f"peak {format_bytes(needed)} ({needed} bytes)")
+    capacity = run.backend.capacity_bytes()
+    budget = "unbounded" if capacity is None else f"{format_bytes(capacity)} ({capacity} bytes)"
+    need = (f"{format_bytes(needed)} ({needed} bytes)" if needed is not None
+            else f"more than {format_bytes(capacity)}")
+    why = f" [{failed.reason}]" if failed is not None and failed.reason else ""
+    lower = " or lower --min-batch" if min_batch > 1 else ""
+    return BudgetError(f"batch size {min_batch} needs {need}; the budget is {budget}{why}. "
+                       f"Raise --memory-limit above {format_bytes(needed or capacity)}{lower}")
+
+
+def _recommend(max_batch: int | None, knee: KneeResult | None, probes: list[Measurement],
+               knee_requested: bool = True, stopped: str | None = None) -> tuple[int | None, str]:
+    if max_batch is None:
+        if stopped:
+            return None, f"the search was {stopped} before it found the max batch: nothing to recommend"
+        return None, "no batch size was found to fit, so there is nothing to recommend"
+    if not knee_requested:
+        return max_batch, f"the largest batch that fits ({max_batch}); the knee was not requested"
+    if knee is None or knee.knee_batch is None:
+        return max_batch, (f"the largest batch that fits ({max_batch}); no throughput figures "
+                           "to find a knee with")
+    k = knee.knee_batch
+    fitted = dict(knee.fitted)
+    best = knee.max_samples_per_s or 0.0
+    caveat = ("; the knee is ambiguous (throughput is noisy here, see notes)"
+              if knee.confidence == "ambiguous" else "")
+    if k >= max_batch:
+        return max_batch, (f"throughput is still rising at the largest batch that fits "
+                           f"({max_batch}): use all the memory{caveat}")
+    share = fitted.get(k, 0.0) / best if best else 0.0
+    peak = max((m.peak_allocated_bytes or 0 for m in probes
+                if m.batch_size == k and m.feasible), default=None)
+    # The knee may sit below alpha x best on the isotonic fit: it was read off the step-time
+    # model, or a standard error short of it counts (search.find_knee). Say which.
+    within = ("" if share >= knee.alpha
+              else " by the step-time model fitted to every size" if knee.step_time_model
+              else " within measurement noise")
+    return k, (f"the throughput knee: the smallest batch reaching {knee.alpha:.0%} of the best "
+               f"throughput ({best:.1f} samples/s){within}; fitted {share:.0%} at batch {k}, "
+               f"{format_bytes(peak)} peak memory, leaving headroom below the largest batch "
+               f"that fits ({max_batch}){caveat}")

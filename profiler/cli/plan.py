@@ -1,0 +1,87 @@
+"""``batchprof plan``: which GPU fits which batch, from a machine without those GPUs.
+
+For each GPU: the predicted max batch (peak reserved bytes within the usable memory: total
+minus an estimated CUDA context), the predicted peak at that batch, and the GPU's memory,
+bandwidth and dense FLOP/s per dtype (batchprof.gpus, vendor datasheets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from batchprof.cli.args import add_json_argument, add_workload_argument, workload_ref
+from batchprof.errors import ConfigError
+
+from . import parallel
+
+DEFAULT_WORKLOAD = "transformer"  # = batchprof.workloads.DEFAULT_WORKLOAD
+
+
+DEFAULT_GPUS = "H100-80GB,A100-40GB,A100-80GB,L4-24GB,T4-16GB,RTX4090-24GB"
+
+
+
+
+def parse_gpu_names(text: str) -> list[str]:
+    names = [n.strip() for n in str(text).split(",") if n.strip()]
+    if not names:
+        raise ConfigError(f"--gpus must name at least one GPU, e.g. {DEFAULT_GPUS}; got {text!r}")
+    return names
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plan", help="predicted max batch per GPU, without those GPUs",
+        description="Predict, from a meta-device trace and PyTorch's CUDA caching-allocator "
+                    "model, the largest batch of a training step that fits each GPU, next to "
+                    "the GPUs' memory, bandwidth and dense FLOP/s per dtype. Nothing runs on a "
+                    "GPU; kernel-internal CUDA buffers (cuDNN workspaces) are not included.")
+    add_workload_argument(p, positional=True, default=DEFAULT_WORKLOAD)
+    p.add_argument("--gpus", default=DEFAULT_GPUS, metavar="LIST",
+                   help=f"comma-separated GPU names (default {DEFAULT_GPUS})")
+    add_json_argument(p)
+    parallel.add_arguments(p, "plan")  # issue 15
+    p.set_defaults(handler=run)
+
+
+def plan(workload_ref_: str, gpu_names: list[str]) -> list[dict]:
+    """One row per GPU: spec, usable bytes, predicted max batch and its peak."""
+    from batchprof.gpus import get_gpu
+    from batchprof.prediction.predictor import Predictor
+
+    specs = [get_gpu(n) for n in gpu_names]  # all names checked before any tracing
+    by_arch: dict[tuple[int, int], Predictor] = {}
+    rows = []
+    for spec in specs:
+        base = by_arch.get(spec.compute_capability)
+        if base is None:
+            base = by_arch[spec.compute_capability] = Predictor(
+                workload_ref_, "cuda", gpu=spec, calibrate=False)
+        predictor = base.with_gpu(spec)
+        usable = predictor.overheads.usable_capacity_bytes(spec.memory_bytes)
+        best = predictor.max_batch(usable)
+        at_best = predictor.predict(best) if best is not None else None
+        rows.append({
+            "gpu": spec.to_dict(),
+            "usable_bytes": usable,
+            "max_batch": best,
+            "peak_allocated_bytes": at_best.peak_allocated_bytes if at_best else None,
+            "peak_reserved_bytes": at_best.peak_reserved_bytes if at_best else None,
+            "notes": list(predictor.notes),
+        })
+    return rows
+
+
+def run(args: argparse.Namespace, console) -> int:
+    if parallel.requested(args):  # issue 15: --parallel / --nproc-per-node / --world-size
+        return parallel.handle("plan", args, console)
+    rows = plan(workload_ref(args), parse_gpu_names(args.gpus))
+    if args.json:
+        console.print_json(json.dumps({"workload": workload_ref(args), "gpus": rows}))
+        return 0
+    from batchprof.render.prediction import plan_tables
+
+    for renderable in plan_tables(workload_ref(args), rows):
+        console.print(renderable)
+    return 0

@@ -1,0 +1,80 @@
+"""``batchprof predict``: peak memory per batch size from a meta-device trace, no real run.
+
+A table per batch size (peak allocated / reserved, activations, what calibration added), the
+bytes by category at each peak, and the modules holding the most activation bytes; with --gpu,
+whether each size fits and the predicted max batch for that GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from batchprof.cli.args import add_json_argument, add_workload_argument, workload_ref
+from batchprof.errors import ConfigError
+
+from . import parallel
+
+# = batchprof.workloads.DEFAULT_WORKLOAD (not imported: that loads torch at parse time).
+DEFAULT_WORKLOAD = "transformer"
+
+
+DEFAULT_BATCH_SIZES = "1,8,64,512"
+
+
+def parse_batch_sizes(text: str) -> list[int]:
+    """``"1,8,64"`` -> ``[1, 8, 64]``; ConfigError naming the bad part otherwise."""
+    sizes = []
+    for part in (p.strip() for p in str(text).split(",")):
+        if not part.isdigit() or int(part) <= 0:
+            raise ConfigError(f"--batch-sizes must be comma-separated positive integers, "
+                              f"e.g. 1,8,64,512; got {text!r} (bad part: {part!r})")
+        sizes.append(int(part))
+    return sizes
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict", help="predict peak memory per batch size without running the step",
+        description="Trace one training step on the meta device (no memory, no compute), "
+                    "replay its allocations through the CPU allocator or PyTorch's CUDA "
+                    "caching allocator, and report the peak per batch size by category and "
+                    "the modules holding the most activations. On the CPU a few real steps at "
+                    "small sizes calibrate bytes no trace sees (--no-calibrate skips them).")
+    add_workload_argument(p, positional=True, default=DEFAULT_WORKLOAD)
+    p.add_argument("--batch-sizes", "-b", default=DEFAULT_BATCH_SIZES, metavar="LIST",
+                   help=f"comma-separated batch sizes (default {DEFAULT_BATCH_SIZES})")
+    p.add_argument("--target", choices=("cpu", "cuda"), default="cpu",
+                   help="allocator to predict for (default cpu)")
+    p.add_argument("--gpu", default=None, metavar="NAME",
+                   help="a GPU from `batchprof plan` (e.g. H100-80GB): its cuBLAS workspace, "
+                        "attention kernels and usable memory; implies --target cuda")
+    p.add_argument("--no-calibrate", action="store_true",
+                   help="skip the calibration steps (trace only)")
+    add_json_argument(p)
+    parallel.add_arguments(p, "predict")  # issue 15
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace, console) -> int:
+    if parallel.requested(args):  # issue 15: --parallel / --nproc-per-node / --world-size
+        return parallel.handle("predict", args, console)
+    from batchprof.prediction.predictor import Predictor
+
+    sizes = parse_batch_sizes(args.batch_sizes)
+    target = "cuda" if args.gpu else args.target
+    predictor = Predictor(workload_ref(args), target, gpu=args.gpu,
+                          calibrate=not args.no_calibrate, check_sizes=[max(sizes)])
+    predictions = [predictor.predict(b) for b in sizes]
+    max_batch = None
+    if predictor.gpu is not None:
+        max_batch = predictor.max_batch(predictions[0].capacity_bytes)
+    if args.json:
+        console.print_json(json.dumps({"predictions": [p.to_dict() for p in predictions],
+                                       "max_batch": max_batch}))
+        return 0
+    from batchprof.render.prediction import prediction_tables
+
+    for renderable in prediction_tables(predictions, max_batch):
+        console.print(renderable)
+    return 0

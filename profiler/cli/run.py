@@ -1,0 +1,221 @@
+"""``batchprof run``: find the largest batch that fits and the throughput knee, write a report.
+
+A line per probe as it completes (batch, fits?, peak, samples/s), then a summary (max feasible
+batch, knee, recommended batch and why, probes used, time spent) and where the report went.
+Every probe is appended to ``probes.jsonl`` as it completes; Ctrl-C stops cleanly and still
+writes the partial report (exit 130); an error after probing began (a non-OOM step error, a
+budget too small for the smallest batch) writes the partial report, then exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from batchprof.cli.args import (
+    add_device_arguments,
+    add_json_argument,
+    add_workload_argument,
+    workload_ref,
+)
+from batchprof.cli.noise import add_noise_arguments, noise_request
+
+from . import parallel
+
+# = batchprof.workloads.DEFAULT_WORKLOAD; not imported here because that loads torch, and the
+# parser is built on every invocation (tests check the two agree).
+DEFAULT_WORKLOAD = "transformer"
+
+
+EXIT_INTERRUPTED = 130
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run", help="find the largest batch that fits and the throughput knee; write a report",
+        description="Probe real training steps to find the largest feasible batch size "
+                    "(doubling, then bisection; seeded by the prediction when it is available) "
+                    "and the throughput knee (the smallest batch within --alpha of the best "
+                    "throughput). Writes reports/<workload>-<timestamp>/ with CSV, JSON, "
+                    "Markdown and plots. On the CPU without --memory-limit a default budget "
+                    "applies.")
+    add_workload_argument(p, positional=True, default=DEFAULT_WORKLOAD)
+    add_device_arguments(p, default_device="auto")
+    p.add_argument("--min-batch", type=int, default=1, metavar="N",
+                   help="smallest batch size to consider (default 1)")
+    p.add_argument("--max-batch", type=int, default=None, metavar="N",
+                   help="largest batch size to consider (default: memory decides)")
+    p.add_argument("--multiple-of", type=int, default=1, metavar="N",
+                   help="only batch sizes that are multiples of N, e.g. 8 (default 1)")
+    p.add_argument("--dataset-size", type=int, default=None, metavar="N",
+                   help="samples per epoch: caps the batch size and adds steps and time per "
+                        "epoch to the report")
+    p.add_argument("--alpha", type=float, default=0.9,
+                   help="knee threshold: the smallest batch with throughput >= alpha x the best "
+                        "(default 0.9; 0.95 is always reported too)")
+    p.add_argument("--hint", type=int, default=None, metavar="N",
+                   help="your guess of the max batch: the search starts around it")
+    p.add_argument("--no-predict", action="store_true",
+                   help="do not seed the search with the memory prediction")
+    p.add_argument("--steps", type=int, default=None, metavar="N",
+                   help="timed steps per probe (default 5; more, up to 10, where the spread "
+                        "is large)")
+    p.add_argument("--sampler", default="auto", choices=("auto", "nvml", "psutil", "none"),
+                   help="background sampling during timed steps: NVML on a GPU (kernel-busy %%, "
+                        "memory, power, clocks), psutil on the CPU (default: auto)")
+    p.add_argument("--sample-interval", type=float, default=0.1, metavar="S",
+                   help="seconds between samples (default 0.1)")
+    p.add_argument("--no-roofline", action="store_true",
+                   help="skip measuring device ceilings and the per-batch roofline / MFU")
+    p.add_argument("--memory-snapshot", action="store_true",
+                   help="re-run the max batch while recording the allocator: a pickle for "
+                        "pytorch.org/memory_viz on CUDA, torch.profiler's memory timeline on "
+                        "the CPU, written into the report directory")
+    p.add_argument("--out", default="reports", metavar="DIR",
+                   help="where report directories go (default: reports)")
+    add_noise_arguments(p, flag=True)  # issue 18
+    add_json_argument(p)
+    parallel.add_arguments(p, "run")  # issue 15
+    p.set_defaults(handler=run)
+
+
+class _Progress:
+    """Receives each Measurement: appends it to the probe log, prints its line."""
+
+    def __init__(self, console: Any, log: Any):
+        self.console, self.log, self.count = console, log, 0
+        self.status: Any = None
+
+    def __call__(self, m: Any) -> None:
+        self.log.append(m)
+        self.count += 1
+        from batchprof.render.tables import probe_line
+
+        self.console.print(probe_line(self.count, m), highlight=False, soft_wrap=True)
+        if self.status is not None:
+            self.status.update(f"probe {self.count + 1}: measuring...")
+
+    def sweep(self, message: str) -> None:
+        """A line per round of the knee's throughput sweep (between the probes' lines)."""
+        self.console.print(f"  [dim]{message}[/]", highlight=False, soft_wrap=True)
+        if self.status is not None:
+            self.status.update("timing the throughput ladder for the knee...")
+
+
+def run(args: argparse.Namespace, console: Any) -> int:
+    if parallel.requested(args):  # issue 15: --parallel / --nproc-per-node / --world-size
+        return parallel.handle("run", args, console)
+    from rich.console import Console
+
+    from batchprof.api.options import DEFAULT_CPU_MEMORY_LIMIT, check_options
+    from batchprof.api.profiling import profile
+    from batchprof.backends import device_notice, make_backend, resolve_device
+    from batchprof.errors import BatchprofError
+    from batchprof.probe.step import TimingPolicy
+    from batchprof.render.files import PROBE_LOG, ProbeLog, make_report_dir, write_report
+    from batchprof.render.tables import noise_console_lines, summary_table
+    from batchprof.units import format_bytes, parse_bytes
+    from batchprof.workloads.registry import load_workload
+
+    # With --json, stdout carries only the JSON; the progress goes to stderr.
+    out = Console(stderr=True) if args.json else console
+    check_options(args.min_batch, args.max_batch, args.multiple_of, args.dataset_size,
+                  args.alpha, args.hint)
+    noise_scale = noise_request(args)  # issue 18: False, or the NoiseOptions
+    timing = None
+    if args.steps is not None:  # TimingPolicy rejects steps < 1 with a ConfigError
+        timing = TimingPolicy(timed_steps=args.steps, max_timed_steps=max(args.steps, 10))
+    workload = load_workload(workload_ref(args))
+    device = resolve_device(args.device)
+    notice = device_notice(args.device, device)
+    if notice:
+        out.print(notice, highlight=False)
+    limit = args.memory_limit
+    if limit is None and device == "cpu":
+        limit = DEFAULT_CPU_MEMORY_LIMIT
+        out.print(f"memory budget: {limit} (the CPU default; set --memory-limit to change)",
+                  highlight=False)
+    elif limit is not None:
+        out.print(f"memory budget: {format_bytes(parse_bytes(limit))}", highlight=False)
+
+    # Built before the report directory, so a missing device or a bad limit leaves nothing.
+    backend = make_backend(device, None if limit is None else parse_bytes(limit))
+    sampler = _make_sampler(args, device, out)
+    directory = make_report_dir(workload.name, args.out)
+    out.print(f"profiling [bold]{workload.name}[/] on {device}; probes are logged to "
+              f"{directory / PROBE_LOG}", highlight=False, soft_wrap=True)
+    with ProbeLog(directory / PROBE_LOG) as log:
+        progress = _Progress(out, log)
+        try:
+            kwargs = dict(backend=backend, min_batch=args.min_batch, max_batch=args.max_batch,
+                          multiple_of=args.multiple_of, dataset_size=args.dataset_size,
+                          alpha=args.alpha, hint=args.hint, use_prediction=not args.no_predict,
+                          timing=timing, on_probe=progress, on_status=progress.sweep,
+                          sampler=sampler,
+                          roofline=not args.no_roofline,
+                          noise_scale=noise_scale)
+            with sampler:
+                if out.is_terminal:
+                    with out.status("probe 1: measuring...") as status:
+                        progress.status = status
+                        result = profile(workload, device, **kwargs)
+                else:
+                    result = profile(workload, device, **kwargs)
+        except BatchprofError as exc:
+            partial = getattr(exc, "partial_result", None)
+            if partial is not None:
+                files = write_report(partial, directory)
+                out.print(f"partial report written to {files.directory}", highlight=False,
+                          soft_wrap=True)
+            raise
+    if args.memory_snapshot and result.max_batch is not None and not result.interrupted:
+        _write_snapshot(workload, result.max_batch, backend, directory, out)
+    files = write_report(result, directory)
+    if args.json:
+        console.print_json(json.dumps({**result.to_dict(), "report_dir": str(directory)},
+                                      default=str))
+    else:
+        out.print(summary_table(result))
+        out.print(f"[bold]recommended batch:[/] {result.recommended_batch or 'n/a'} "
+                  f"({result.recommendation_reason})", highlight=False)
+        for line in noise_console_lines(result):  # issue 18: the reading, then its details
+            out.print(line, highlight=False, soft_wrap=True)
+        for note in result.notes:
+            out.print(f"  [dim]note: {note}[/]", highlight=False)
+    if result.interrupted:
+        out.print(f"interrupted: partial report written to {files.directory}",
+                  highlight=False, soft_wrap=True)
+        return EXIT_INTERRUPTED
+    out.print(f"report written to {files.directory}", highlight=False, soft_wrap=True)
+    return 0
+
+
+def _make_sampler(args: argparse.Namespace, device: str, out: Any) -> Any:
+    """The sampler for this run: NVML on CUDA (psutil, with the reason, when NVML cannot
+    serve), psutil on the CPU; 'none' samples nothing."""
+    from batchprof.errors import ConfigError
+    from batchprof.sampling.factory import make_sampler
+
+    if not args.sample_interval > 0:
+        raise ConfigError(f"--sample-interval must be a positive number of seconds, "
+                          f"got {args.sample_interval}")
+    kind = args.sampler
+    if kind == "auto" and not device.startswith("cuda"):
+        kind = "psutil"
+    index = int(device.split(":", 1)[1]) if device.startswith("cuda:") else 0
+    sampler = make_sampler(kind, device_index=index, interval_s=args.sample_interval)
+    if getattr(sampler, "fallback_reason", None):
+        out.print(f"sampler: {sampler.kind} ({sampler.fallback_reason})", highlight=False)
+    return sampler
+
+
+def _write_snapshot(workload: Any, batch_size: int, backend: Any, directory: Any,
+                    out: Any) -> None:
+    from batchprof.probe.snapshot import snapshot_filename, snapshot_probe
+
+    path = directory / snapshot_filename(backend.name)
+    snapshot, _ = snapshot_probe(workload, batch_size, path, device=backend.name,
+                                 backend=backend)
+    out.print(f"memory snapshot of batch {batch_size} written to {snapshot.path} "
+              f"({snapshot.viewer})", highlight=False, soft_wrap=True)

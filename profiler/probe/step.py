@@ -1,0 +1,236 @@
+"""One batch size on one backend -> one Measurement.
+
+The probe builds the workload on the backend's device, runs warm-up steps (the first creates
+optimizer state) under the budget guard, measures one steady-state step inside the backend's
+memory window (with a saved-tensors hook counting activation bytes), then times steps with no
+memory instrumentation active. An out-of-memory step is data: ``feasible=False`` with the
+reason. Cleanup runs after leaving the ``except`` block, because the traceback keeps the step's
+tensors alive until then.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils._pytree import tree_leaves
+
+from batchprof.backends import Backend, make_backend, unique_storage_bytes
+from batchprof.errors import BudgetError, ConfigError, StepError
+from batchprof.records.measurement import Measurement
+from batchprof.units import format_bytes, parse_bytes
+from batchprof.workloads.base import Workload
+from batchprof.workloads.registry import load_workload
+
+DEFAULT_TIMED_STEPS = 5
+
+
+@dataclass(frozen=True)
+class TimingPolicy:
+    """How many steps to time. Past ``timed_steps``, keep timing while the spread is large
+    (IQR > ``target_iqr_fraction`` of the median), up to ``max_timed_steps`` and ``budget_s``."""
+
+    timed_steps: int = DEFAULT_TIMED_STEPS
+    warmup_steps: int = 1
+    max_timed_steps: int = 10
+    target_iqr_fraction: float = 0.10
+    budget_s: float = 2.0
+    # The knee's one-model sweep (api.profile): ``sweep_rounds`` rounds over the ladder, then
+    # one more at a time while the knee stays ambiguous, up to ``max_sweep_rounds`` and while
+    # the sweep has taken less than ``sweep_budget_s``.
+    sweep_rounds: int = 4
+    max_sweep_rounds: int = 8
+    sweep_budget_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.timed_steps < 1 or self.warmup_steps < 1:
+            raise ConfigError("timed_steps and warmup_steps must be >= 1 (the first step "
+                              "creates optimizer state and is never timed)")
+        if not 1 <= self.sweep_rounds <= self.max_sweep_rounds:
+            raise ConfigError(f"need 1 <= sweep_rounds <= max_sweep_rounds, got "
+                              f"{self.sweep_rounds} and {self.max_sweep_rounds}")
+
+    @property
+    def steps_per_visit(self) -> int:
+        """Timed steps per size per sweep round: half a probe's, as rounds repeat them."""
+        return max(1, self.timed_steps // 2)
+
+
+def validate_batch_size(batch_size: Any) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise ConfigError(f"batch size must be a positive integer, got {batch_size!r}")
+    if batch_size <= 0:
+        raise ConfigError(f"batch size must be a positive integer, got {batch_size}")
+    return batch_size
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> Iterator[torch.Tensor]:
+    for state in optimizer.state.values():
+        for value in state.values():
+            if isinstance(value, torch.Tensor):
+                yield value
+
+
+class TrainingStep:
+    """The workload's training step, bound to a built model, optimizer and batch."""
+
+    def __init__(self, workload: Workload, batch_size: int, device: torch.device):
+        with torch.device(device):
+            self.model = workload.model_fn()
+        self.model.train()
+        self.workload = workload
+        self.optimizer = workload.optimizer_fn(self.model.parameters())
+        self.batch = workload.batch_fn(batch_size, device)
+
+    def model_state(self) -> list[torch.Tensor]:
+        return [*self.model.parameters(), *self.model.buffers()]
+
+    def resident(self) -> list[torch.Tensor]:
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        batch = [t for t in tree_leaves(self.batch) if isinstance(t, torch.Tensor)]
+        return [*self.model_state(), *grads, *_optimizer_tensors(self.optimizer), *batch]
+
+    def __call__(self) -> None:
+        loss = self.workload.loss_fn(self.model, self.batch)
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def run_counting_activations(self) -> int:
+        """One step; returns bytes saved for backward still alive at the end of forward,
+        each storage once, excluding parameters and buffers (they are resident, not
+        activations)."""
+        state_ptrs = {t.untyped_storage().data_ptr() for t in self.model_state()}
+        saved: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            storage = t.untyped_storage()
+            if storage.data_ptr() not in state_ptrs:
+                saved[id(storage)] = storage
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = self.workload.loss_fn(self.model, self.batch)
+        activation_bytes = sum(s.nbytes() for s in {id(s): s for s in saved.values()}.values())
+        loss.backward()
+        del loss
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return activation_bytes
+
+
+def _check_model_fits(step: TrainingStep, backend: Backend) -> None:
+    capacity = backend.capacity_bytes()
+    own = unique_storage_bytes(step.model_state())
+    if capacity is not None and own > capacity:
+        raise BudgetError(
+            f"the model's parameters and buffers alone take {format_bytes(own)} ({own} bytes); "
+            f"the memory limit is {format_bytes(capacity)}. Raise --memory-limit above "
+            f"{format_bytes(own)} (training also needs gradients, optimizer state and "
+            "activations on top)"
+        )
+
+
+def _time_steps(step: TrainingStep, backend: Backend, policy: TimingPolicy) -> tuple[float, ...]:
+    times = [backend.time_step(step) for _ in range(policy.timed_steps)]
+    started = time.perf_counter()
+    while (len(times) < policy.max_timed_steps
+           and time.perf_counter() - started < policy.budget_s
+           and Measurement("", 1, "", True, step_times_s=tuple(times)).noisy):
+        times.append(backend.time_step(step))
+    return tuple(times)
+
+
+def _run_probe(workload: Workload, batch_size: int, backend: Backend, policy: TimingPolicy,
+               sampler: Any, result: dict[str, Any]) -> None:
+    """Everything that holds tensors lives in this frame, so it dies when the probe ends."""
+    step = TrainingStep(workload, batch_size, backend.device)
+    _check_model_fits(step, backend)
+    for _ in range(policy.warmup_steps):
+        with backend.budget_guard(step.resident()):
+            step()
+    with backend.memory_window(step.resident()) as reading:
+        result["activation_bytes"] = step.run_counting_activations()
+    result["reading"] = reading
+    key = f"batch-{batch_size}-{id(step)}"
+    if sampler is not None:
+        sampler.begin_window(key)
+    try:
+        result["step_times_s"] = _time_steps(step, backend, policy)
+    finally:
+        if sampler is not None:
+            result["samples"] = tuple(sampler.end_window(key))
+
+
+def measure(
+    workload: Workload | str,
+    batch_size: int,
+    device: str = "cpu",
+    memory_limit: int | str | None = None,
+    *,
+    timing: TimingPolicy | None = None,
+    backend: Backend | None = None,
+    sampler: Any = None,
+    seed: int = 0,
+) -> Measurement:
+    """Measure one batch size: feasibility, peak memory, activation bytes, step times.
+
+    An OOM (or exceeding ``memory_limit``) returns ``feasible=False`` with the reason.
+    Raises ConfigError/BudgetError/WorkloadError for bad input, and StepError when the step
+    fails for a reason other than memory (the original error is ``__cause__``).
+    ``sampler``: an object with ``begin_window(key)`` / ``end_window(key)`` whose samples
+    are attached to the Measurement (see batchprof.sampling).
+    """
+    workload = load_workload(workload)
+    batch_size = validate_batch_size(batch_size)
+    limit = parse_bytes(memory_limit) if memory_limit is not None else None
+    if backend is None:
+        backend = make_backend(device, limit)
+    policy = timing or TimingPolicy()
+    backend.start_probe(batch_size)
+    torch.manual_seed(seed)
+    started = time.perf_counter()
+    result: dict[str, Any] = {}
+    oom_reason: str | None = None
+    failure: BaseException | None = None
+    try:
+        _run_probe(workload, batch_size, backend, policy, sampler, result)
+    except (BudgetError, ConfigError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - classified just below, by type
+        if backend.is_oom(exc):
+            oom_reason = f"out of memory: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        else:
+            failure = exc
+    # Outside the except block: the traceback no longer pins the step's tensors.
+    gc.collect()
+    backend.cleanup()
+    if failure is not None:
+        raise StepError(
+            f"the training step of workload {workload.name!r} at batch size {batch_size} "
+            f"failed (not out-of-memory): {type(failure).__name__}: {failure}",
+            batch_size=batch_size,
+        ) from failure
+    reading = result.get("reading")
+    return Measurement(
+        workload=workload.name,
+        batch_size=batch_size,
+        device=backend.name,
+        feasible=oom_reason is None,
+        reason=oom_reason,
+        memory_limit_bytes=backend.memory_limit_bytes,
+        capacity_bytes=backend.capacity_bytes(),
+        resident_bytes=reading.resident_bytes if reading else None,
+        peak_allocated_bytes=reading.peak_allocated_bytes if reading else None,
+        peak_reserved_bytes=reading.peak_reserved_bytes if reading else None,
+        activation_bytes=result.get("activation_bytes"),
+        step_times_s=result.get("step_times_s", ()),
+        num_alloc_retries=reading.num_alloc_retries if reading else None,
+        samples=result.get("samples", ()),
+        wall_time_s=time.perf_counter() - started,
+    )

@@ -1,0 +1,152 @@
+"""The report directory: the probe log, results.json/csv, probes.csv, summary.md and plots.
+
+A report directory ``reports/<workload>-<timestamp>/`` holds:
+
+- ``probes.jsonl``: every Measurement, appended by :class:`ProbeLog` as each probe completes
+  (so a crash or Ctrl-C loses nothing already measured);
+- ``results.json``: the whole ProfileResult (every raw measurement, options, environment);
+- ``results.csv``: the table of :func:`result_frame` (max batch, throughput ladder, knee);
+- ``probes.csv``: one row per probe, in run order;
+- ``summary.md``: what a person reads first;
+- ``peak_memory.png`` and ``throughput.png``; ``utilization.png`` when probes carried sampler
+  data and ``roofline.png`` when the run computed roofline figures.
+
+Tables come from :mod:`batchprof.records.frame`, plots from :mod:`batchprof.render.plots`,
+the summary from :mod:`batchprof.render.markdown`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from batchprof.records.frame import probes_frame, result_frame
+from batchprof.records.measurement import Measurement
+from batchprof.records.result import ProfileResult
+from batchprof.render.markdown import summary_markdown
+from batchprof.render.plots import (
+    plot_peak_memory,
+    plot_roofline,
+    plot_throughput,
+    plot_utilization,
+)
+
+DEFAULT_REPORTS_DIR = "reports"
+
+
+PROBE_LOG = "probes.jsonl"
+
+
+# ---------------------------------------------------------------------------------------------
+# The report directory and the probe log
+# ---------------------------------------------------------------------------------------------
+def make_report_dir(workload_name: str, root: str | os.PathLike = DEFAULT_REPORTS_DIR,
+                    now: datetime | None = None) -> Path:
+    """Create and return ``root/<workload>-<YYYYmmdd-HHMMSS>`` (suffixed -2, -3... if taken)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", workload_name).strip("._") or "workload"
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        path = root / (f"{safe}-{stamp}" if n == 1 else f"{safe}-{stamp}-{n}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"no free report directory name under {root} for {safe}-{stamp}")
+
+
+class ProbeLog:
+    """Appends each Measurement to a JSON-lines file as it completes, flushed to disk."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+
+    def append(self, m: Measurement) -> None:
+        self._fh.write(json.dumps(m.to_dict()) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())  # a probe costs seconds; losing one to a crash costs more
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> ProbeLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_probe_log(path: str | os.PathLike) -> list[Measurement]:
+    """Every Measurement in a probes.jsonl, in run order (a torn last line is skipped)."""
+    out = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(Measurement.from_dict(json.loads(line)))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole report
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReportFiles:
+    directory: Path
+    results_json: Path
+    results_csv: Path
+    probes_csv: Path
+    summary_md: Path
+    peak_memory_png: Path
+    throughput_png: Path
+    probes_jsonl: Path | None  # present when a ProbeLog wrote into the directory
+
+
+FILE_DESCRIPTIONS = {
+    "summary.md": "this summary",
+    "results.json": "every raw measurement, options, environment",
+    "results.csv": "max batch, throughput ladder, knee (one row each)",
+    "probes.csv": "one row per probe, in run order",
+    PROBE_LOG: "every probe, appended as it completed",
+    "peak_memory.png": "peak memory vs batch size",
+    "throughput.png": "throughput vs batch size",
+    "utilization.png": "sampled utilization vs batch size",
+    "roofline.png": "each batch size on the measured roofline (FLOP/s vs intensity)",
+}
+
+
+def write_report(result: ProfileResult, directory: str | os.PathLike) -> ReportFiles:
+    """Write results.json/.csv, probes.csv, summary.md and both plots into ``directory``."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    log = d / PROBE_LOG
+    data = result.to_dict()
+    (d / "results.json").write_text(json.dumps(data, indent=2, default=str) + "\n",
+                                    encoding="utf-8")
+    result_frame(result).to_csv(d / "results.csv", index=False)
+    probes_frame(result).to_csv(d / "probes.csv", index=False)
+    plot_peak_memory(result, d / "peak_memory.png")
+    plot_throughput(result, d / "throughput.png")
+    optional = {"utilization.png": plot_utilization(result, d / "utilization.png"),
+                "roofline.png": plot_roofline(result, d / "roofline.png")}
+    files = {k: v for k, v in FILE_DESCRIPTIONS.items()
+             if (k != PROBE_LOG or log.exists()) and optional.get(k, True) is not None}
+    (d / "summary.md").write_text(summary_markdown(result, files), encoding="utf-8")
+    return ReportFiles(d, d / "results.json", d / "results.csv", d / "probes.csv",
+                       d / "summary.md", d / "peak_memory.png", d / "throughput.png",
+                       log if log.exists() else None)
+
+
+def load_result(directory_or_file: str | os.PathLike) -> ProfileResult:
+    """Read a ProfileResult back from a report directory or its results.json."""
+    path = Path(directory_or_file)
+    if path.is_dir():
+        path = path / "results.json"
+    return ProfileResult.from_dict(json.loads(path.read_text(encoding="utf-8")))

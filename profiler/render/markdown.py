@@ -1,0 +1,90 @@
+"""``summary.md``: what a person reads first."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from batchprof.records.frame import result_frame
+from batchprof.records.result import ProfileResult
+from batchprof.units import format_bytes
+
+if TYPE_CHECKING:  # pragma: no cover
+
+    from batchprof.records.search import KneeResult
+
+
+def _md_table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None, fmt: str) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) \
+        else fmt.format(value)
+
+
+def _knee_source(knee: KneeResult | None) -> str:
+    if knee is None or knee.knee_batch is None:
+        return "n/a"
+    model = knee.step_time_model
+    if model is None:
+        return "the isotonic fit of the measured throughput"
+    return (f"the step-time model {model.describe()} "
+            f"(limit {model.limit_samples_per_s:,.0f} samples/s)")
+
+
+def summary_markdown(result: ProfileResult, files: dict[str, str] | None = None) -> str:
+    from batchprof.noise.text import markdown_lines, noise_fact  # issue 18
+    knee = result.knee
+    status = ("partial (interrupted)" if result.interrupted
+              else f"partial (error: {result.error})" if result.error else "complete")
+    facts = [
+        ["workload", result.workload], ["device", result.device],
+        ["memory budget", format_bytes(result.capacity_bytes)
+         if result.capacity_bytes is not None else "none"],
+        ["max feasible batch", str(result.max_batch) if result.max_batch else "n/a"],
+        [f"knee (alpha = {result.options.get('alpha', '?')})",
+         str(result.knee_batch) if result.knee_batch else "n/a"],
+        ["knee (alpha = 0.95)", str(result.knee_batch_95) if result.knee_batch_95 else "n/a"],
+        ["knee confidence", knee.confidence if knee else "n/a"],
+        ["knee range (resampled, 10th-90th pct)", f"{knee.knee_interval[0]}..{knee.knee_interval[1]}"
+         if knee and knee.knee_interval else "n/a"],
+        ["knee read off", _knee_source(knee)],
+        *([["noise scale (critical batch)", noise_fact(result.noise_scale)]]
+          if result.noise_scale else []),  # issue 18
+        ["recommended batch", str(result.recommended_batch) if result.recommended_batch
+         else "n/a"],
+        ["probes", str(len(result.probes))],
+        ["time", _fmt(result.elapsed_s, "{:.1f} s")],
+        ["status", status],
+    ]
+    out = [f"# batchprof report: {result.workload}", "",
+           f"Started {result.started_at or 'n/a'}.", "", _md_table(["", ""], facts), "",
+           f"**Recommendation:** {result.recommendation_reason}", ""]
+    frame = result_frame(result)
+    if len(frame):
+        headers = ["row", "batch", "fits", "peak", "step (median)", "spread", "samples/s",
+                   "fitted", "share"]
+        epochs = result.dataset_size is not None
+        if epochs:
+            headers += ["steps/epoch", "epoch time"]
+        rows = []
+        for r in frame.to_dict("records"):
+            cells = [r["row"], str(r["batch_size"]), "yes" if r["feasible"] else "no",
+                     format_bytes(r["peak_allocated_bytes"]),
+                     _fmt(r["step_time_median_s"] and r["step_time_median_s"] * 1e3, "{:.1f} ms"),
+                     _fmt(r["step_time_iqr_fraction"], "{:.0%}"),
+                     _fmt(r["samples_per_s"], "{:.1f}"), _fmt(r["fitted_samples_per_s"], "{:.1f}"),
+                     _fmt(r["share_of_best"], "{:.0%}")]
+            if epochs:
+                cells += [_fmt(r["steps_per_epoch"], "{:.0f}"), _fmt(r["epoch_time_s"], "{:.1f} s")]
+            rows.append(cells)
+        out += ["## Throughput ladder", "", _md_table(headers, rows), ""]
+    out += markdown_lines(result.noise_scale, result.knee_batch, result.max_batch)
+    if result.notes:
+        out += ["## Notes", "", *[f"- {n}" for n in result.notes], ""]
+    if files:
+        out += ["## Files", "", *[f"- `{name}`: {what}" for name, what in files.items()], ""]
+    return "\n".join(out)
