@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = "tests.distributed_scenarios:tiny_blocks"
 
 
-def torchrun(*args: str, tmp_path: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+def torchrun(*args: str, tmp_path: Path, timeout: float = 400) -> subprocess.CompletedProcess:
     """``batchprof ARGS --nproc-per-node 2``: batchprof re-runs itself under torchrun."""
     cmd = [sys.executable, "-m", "batchprof", *args, "--nproc-per-node", "2",
            "--out", str(tmp_path)]
@@ -31,7 +31,8 @@ def torchrun(*args: str, tmp_path: Path, timeout: float = 240) -> subprocess.Com
 @pytest.mark.slow
 def test_run_under_torchrun_reports_per_rank_and_global_batch_from_rank_0_only(tmp_path):
     done = torchrun("run", TINY, "--device", "cpu", "--parallel", "fsdp", "--memory-limit",
-                    "600KiB", "--grad-accumulation", "2", tmp_path=tmp_path)
+                    "600KiB", "--max-batch", "64", "--grad-accumulation", "2",
+                    tmp_path=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     reports = list(tmp_path.iterdir())
     assert len(reports) == 1  # rank 0 alone wrote
