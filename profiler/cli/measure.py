@@ -13,6 +13,8 @@ from batchprof.cli.args import (
     workload_ref,
 )
 
+from . import parallel
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("measure", help="measure one batch size: fits?, peak memory, throughput",
@@ -26,10 +28,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="sample the device during the timed steps: NVML on a GPU, psutil on "
                         "the CPU (default: auto)")
     add_json_argument(p)
+    parallel.add_arguments(p, "measure")  # issue 15
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, console) -> int:
+    if parallel.requested(args):  # issue 15: --parallel / --nproc-per-node / --world-size
+        return parallel.handle("measure", args, console)
     from batchprof.backends import resolve_device
     from batchprof.probe.step import TimingPolicy, measure
     from batchprof.render.tables import measurement_table

@@ -14,6 +14,8 @@ from batchprof import defaults
 from batchprof.cli.args import add_json_argument, add_workload_argument, workload_ref
 from batchprof.errors import ConfigError
 
+from . import parallel
+
 DEFAULT_WORKLOAD = defaults.WORKLOAD
 DEFAULT_GPUS = defaults.PLAN_GPUS
 
@@ -38,6 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gpus", default=DEFAULT_GPUS, metavar="LIST",
                    help=f"comma-separated GPU names (default {DEFAULT_GPUS})")
     add_json_argument(p)
+    parallel.add_arguments(p, "plan")  # issue 15
     p.set_defaults(handler=run)
 
 
@@ -70,6 +73,8 @@ def plan(workload_ref_: str, gpu_names: list[str]) -> list[dict]:
 
 
 def run(args: argparse.Namespace, console) -> int:
+    if parallel.requested(args):  # issue 15: --parallel / --nproc-per-node / --world-size
+        return parallel.handle("plan", args, console)
     rows = plan(workload_ref(args), parse_gpu_names(args.gpus))
     if args.json:
         console.print_json(json.dumps({"workload": workload_ref(args), "gpus": rows}))

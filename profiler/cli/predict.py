@@ -14,6 +14,8 @@ from batchprof import defaults
 from batchprof.cli.args import add_json_argument, add_workload_argument, workload_ref
 from batchprof.errors import ConfigError
 
+from . import parallel
+
 DEFAULT_WORKLOAD = defaults.WORKLOAD
 DEFAULT_BATCH_SIZES = defaults.PREDICT_BATCH_SIZES
 
@@ -48,10 +50,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-calibrate", action="store_true",
                    help="skip the calibration steps (trace only)")
     add_json_argument(p)
+    parallel.add_arguments(p, "predict")  # issue 15
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, console) -> int:
+    if parallel.requested(args):  # issue 15: --parallel / --nproc-per-node / --world-size
+        return parallel.handle("predict", args, console)
     from batchprof.prediction.predictor import Predictor
 
     sizes = parse_batch_sizes(args.batch_sizes)

@@ -22,6 +22,8 @@ from batchprof.cli.args import (
 )
 from batchprof.cli.noise import add_noise_arguments, noise_request
 
+from . import parallel
+
 DEFAULT_WORKLOAD = defaults.WORKLOAD
 EXIT_INTERRUPTED = 130
 
@@ -74,6 +76,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="where report directories go (default: reports)")
     add_noise_arguments(p, flag=True)  # issue 18
     add_json_argument(p)
+    parallel.add_arguments(p, "run")  # issue 15
     p.set_defaults(handler=run)
 
 
@@ -101,6 +104,8 @@ class _Progress:
 
 
 def run(args: argparse.Namespace, console: Any) -> int:
+    if parallel.requested(args):  # issue 15: --parallel / --nproc-per-node / --world-size
+        return parallel.handle("run", args, console)
     from rich.console import Console
 
     from batchprof.api.options import DEFAULT_CPU_MEMORY_LIMIT, check_options
