@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -404,6 +404,9 @@ def predict(
     Raises ConfigError for bad sizes, target or GPU name, TraceError when the step cannot run
     on the meta device (the message names the operator).
     """
+    if isinstance(batch_sizes, (str, bytes)) or not isinstance(batch_sizes, Iterable):
+        raise ConfigError(f"batch_sizes must be a list of positive integers such as [8, 64], "
+                          f"got {batch_sizes!r}")
     sizes = [validate_batch_size(b) for b in batch_sizes]
     if not sizes:
         raise ConfigError("batch_sizes is empty; give at least one batch size")
