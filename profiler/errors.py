@@ -35,6 +35,10 @@ class StepError(BatchprofError):
         self.batch_size = batch_size
 
 
+class ReportFileError(BatchprofError):
+    """A results.json or probes.jsonl that cannot be read back (missing, truncated, corrupted)."""
+
+
 class DeviceUnavailableError(BatchprofError):
     """The requested device (or its driver/library) is not present on this machine."""
 

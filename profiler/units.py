@@ -25,8 +25,12 @@ def parse_bytes(value: int | float | str) -> int:
     """
     if isinstance(value, bool):
         raise ConfigError(f"memory size {value!r} is a bool; expected bytes or a string like '2GiB'")
-    if isinstance(value, (int, float)):
-        number, unit = float(value), ""
+    if isinstance(value, int):
+        if value <= 0:
+            raise ConfigError(f"memory size must be positive, got {value!r}")
+        return value  # exact: a float would lose bytes past 2**53
+    if isinstance(value, float):
+        number, unit = value, ""
     elif isinstance(value, str):
         match = _PATTERN.match(value)
         if not match or match.group(2).lower() not in _UNITS:
@@ -39,6 +43,8 @@ def parse_bytes(value: int | float | str) -> int:
         raise ConfigError(f"memory size must be int or str, got {type(value).__name__}")
     if not math.isfinite(number) or number <= 0:
         raise ConfigError(f"memory size must be positive, got {value!r}")
+    if isinstance(value, str) and match.group(1).isdigit():  # the pattern allows ASCII only
+        return int(match.group(1)) * _UNITS[unit]  # integers stay exact
     return int(number * _UNITS[unit])
 
 

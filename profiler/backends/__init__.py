@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 from ..errors import ConfigError, DeviceUnavailableError
@@ -11,6 +13,7 @@ from .cpu import CpuBackend
 __all__ = ["Backend", "BudgetExceeded", "CpuBackend", "MemoryReading", "device_notice",
            "make_backend", "resolve_device", "unique_storage_bytes"]
 
+_CUDA_INDEX = re.compile(r"cuda:[0-9]+", re.ASCII)
 CPU_FALLBACK_NOTICE = "no CUDA device found; running on the CPU"
 
 
@@ -21,9 +24,10 @@ def resolve_device(device: str) -> str:
     dev = device.strip().lower()
     if dev == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if dev == "cpu" or dev == "cuda" or dev.startswith("cuda:"):
+    if dev == "cpu" or dev == "cuda" or _CUDA_INDEX.fullmatch(dev):
         return dev
-    raise ConfigError(f"unknown device {device!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    raise ConfigError(f"unknown device {device!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N' "
+                      "with N a device index such as 0")
 
 
 def device_notice(requested: str, resolved: str) -> str | None:

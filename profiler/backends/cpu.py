@@ -26,6 +26,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from ..units import format_bytes
 from .base import BudgetExceeded, MemoryReading, null_context, unique_storage_bytes
 
 
@@ -61,8 +62,9 @@ class StorageBudgetGuard(TorchDispatchMode):
         self.peak_live_bytes = max(self.peak_live_bytes, self.live_bytes)
         if self.resident_bytes + self.live_bytes > self.limit_bytes:
             raise BudgetExceeded(
-                f"CPU memory budget exceeded: {self.resident_bytes + self.live_bytes} bytes live "
-                f"after {func}, limit {self.limit_bytes} bytes"
+                f"CPU memory budget exceeded: "
+                f"{format_bytes(self.resident_bytes + self.live_bytes)} live "
+                f"after {func}, limit {format_bytes(self.limit_bytes)}"
             )
         return out
 
@@ -152,7 +154,8 @@ class CpuBackend:
         reading.peak_reserved_bytes = peak  # no caching allocator on the CPU
         if self.memory_limit_bytes is not None and peak > self.memory_limit_bytes:
             raise BudgetExceeded(
-                f"step peaked at {peak} bytes, above the {self.memory_limit_bytes}-byte budget"
+                f"step peaked at {format_bytes(peak)}, above the "
+                f"{format_bytes(self.memory_limit_bytes)} budget"
             )
 
     def time_step(self, step: Callable[[], object]) -> float:

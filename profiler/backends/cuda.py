@@ -195,8 +195,8 @@ class CudaBackend:
             # Only reachable when segments were reserved before the fraction took effect
             # (e.g. by another backend in this process); the verdict must still be the limit's.
             raise BudgetExceeded(
-                f"step reserved {reading.peak_reserved_bytes} bytes on {self.name}, above the "
-                f"{limit}-byte memory limit")
+                f"step reserved {format_bytes(reading.peak_reserved_bytes)} on {self.name}, "
+                f"above the {format_bytes(limit)} memory limit")
 
     def _alloc_retries(self) -> int | None:
         if self.allocator_backend != "native":

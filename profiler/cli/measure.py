@@ -15,11 +15,16 @@ from batchprof.cli.args import (
 
 from . import parallel
 
+# A measured size that does not fit: the run worked, the answer is "no" (bad input is 2).
+EXIT_INFEASIBLE = 3
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("measure", help="measure one batch size: fits?, peak memory, throughput",
                        description="Run the real training step at one batch size and report "
-                                   "peak memory, activation bytes and throughput.")
+                                   "peak memory, activation bytes and throughput. Exit code: "
+                                   "0 when it fits, 3 when it does not (out of memory or over "
+                                   "--memory-limit), 2 for bad input.")
     add_workload_argument(p, positional=True, default=defaults.WORKLOAD)
     p.add_argument("--batch-size", "-b", type=int, required=True, help="batch size to measure")
     add_device_arguments(p)
@@ -52,4 +57,4 @@ def run(args: argparse.Namespace, console) -> int:
         console.print_json(json.dumps(m.to_dict()))
     else:
         console.print(measurement_table(m))
-    return 0
+    return 0 if m.feasible else EXIT_INFEASIBLE

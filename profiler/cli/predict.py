@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 
 from batchprof import defaults
 from batchprof.cli.args import add_json_argument, add_workload_argument, workload_ref
@@ -18,16 +19,19 @@ from . import parallel
 
 DEFAULT_WORKLOAD = defaults.WORKLOAD
 DEFAULT_BATCH_SIZES = defaults.PREDICT_BATCH_SIZES
+_ASCII_INT = re.compile(r"[0-9]{1,9}", re.ASCII)
 
 
 def parse_batch_sizes(text: str) -> list[int]:
     """``"1,8,64"`` -> ``[1, 8, 64]``; ConfigError naming the bad part otherwise."""
     sizes = []
     for part in (p.strip() for p in str(text).split(",")):
-        if not part.isdigit() or int(part) <= 0:
+        # ASCII digits only: str.isdigit() accepts '²', which int() then rejects.
+        value = int(part) if _ASCII_INT.fullmatch(part) else 0
+        if value <= 0:
             raise ConfigError(f"--batch-sizes must be comma-separated positive integers, "
                               f"e.g. 1,8,64,512; got {text!r} (bad part: {part!r})")
-        sizes.append(int(part))
+        sizes.append(value)
     return sizes
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -353,6 +353,9 @@ def predict(
     predict the step (the meta trace stopped and, on the CPU with calibration, real small
     steps were not batch-affine either; the message names the operator and module).
     """
+    if isinstance(batch_sizes, (str, bytes)) or not isinstance(batch_sizes, Iterable):
+        raise ConfigError(f"batch_sizes must be a list of positive integers such as [8, 64], "
+                          f"got {batch_sizes!r}")
     sizes = [validate_batch_size(b) for b in batch_sizes]
     if not sizes:
         raise ConfigError("batch_sizes is empty; give at least one batch size")

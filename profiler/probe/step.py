@@ -11,6 +11,7 @@ tensors alive until then.
 from __future__ import annotations
 
 import gc
+import math
 import time
 import weakref
 from collections.abc import Iterator
@@ -120,12 +121,20 @@ class TrainingStep:
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             loss = self.workload.loss_fn(self.model, self.batch)
+        self.loss_value = _loss_value(loss)
         activation_bytes = sum(s.nbytes() for s in {id(s): s for s in saved.values()}.values())
         loss.backward()
         del loss
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return activation_bytes
+
+
+def _loss_value(loss: Any) -> float | None:
+    """The loss as a float (one sync, on the measured step only); None if not a scalar."""
+    if isinstance(loss, torch.Tensor) and loss.numel() == 1:
+        return float(loss.detach())
+    return None
 
 
 def _check_model_fits(step: TrainingStep, backend: Backend) -> None:
@@ -161,6 +170,7 @@ def _run_probe(workload: Workload, batch_size: int, backend: Backend, policy: Ti
     with backend.memory_window(step.resident()) as reading:
         result["activation_bytes"] = step.run_counting_activations()
     result["reading"] = reading
+    result["loss"] = step.loss_value
     key = f"batch-{batch_size}-{id(step)}"
     if sampler is not None:
         sampler.begin_window(key)
@@ -221,6 +231,11 @@ def measure(
             batch_size=batch_size,
         ) from failure
     reading = result.get("reading")
+    loss = result.get("loss")
+    notes = ()
+    if loss is not None and not math.isfinite(loss):
+        notes = (f"the loss was {loss} at batch {batch_size}: the step ran and its memory is "
+                 "real, but the training is diverging (check the learning rate, inputs, dtype)",)
     return Measurement(
         workload=workload.name,
         batch_size=batch_size,
@@ -237,4 +252,5 @@ def measure(
         num_alloc_retries=reading.num_alloc_retries if reading else None,
         samples=result.get("samples", ()),
         wall_time_s=time.perf_counter() - started,
+        notes=notes,
     )

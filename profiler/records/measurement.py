@@ -75,6 +75,15 @@ class Measurement:
     predicted_peak_allocated_bytes: int | None = None
     wall_time_s: float | None = None  # whole probe, build to cleanup
     extra: dict[str, Any] = field(default_factory=dict)  # roofline figures etc. (JSON-able)
+    notes: tuple[str, ...] = ()  # what a reader must know: a NaN loss, a leak, a crash
+
+    @property
+    def outcome(self) -> str:
+        """``"feasible"``, ``"infeasible"`` (OOM / over budget) or ``"crashed"`` (the probe's
+        worker process died: ``extra["crash"]`` holds the signal or exit code)."""
+        if "crash" in self.extra:
+            return "crashed"
+        return "feasible" if self.feasible else "infeasible"
 
     # ---- derived statistics -------------------------------------------------------------
     @property
@@ -111,6 +120,7 @@ class Measurement:
         d["step_times_s"] = list(self.step_times_s)
         d["samples"] = [s.to_dict() for s in self.samples]
         d["extra"] = dict(self.extra)
+        d["notes"] = list(self.notes)
         return d
 
     @classmethod
@@ -120,18 +130,21 @@ class Measurement:
         kwargs["step_times_s"] = tuple(d.get("step_times_s", ()))
         kwargs["samples"] = tuple(SampleSeries.from_dict(s) for s in d.get("samples", ()))
         kwargs["extra"] = dict(d.get("extra", {}))
+        kwargs["notes"] = tuple(str(n) for n in d.get("notes", ()))
         return cls(**kwargs)
 
     def to_row(self) -> dict[str, Any]:
         """A flat row for pandas: raw fields minus lists, plus derived statistics."""
         row = {k: v for k, v in self.to_dict().items()
-               if k not in ("step_times_s", "samples", "extra")}
+               if k not in ("step_times_s", "samples", "extra", "notes")}
         row.update(
             step_time_median_s=self.step_time_median_s,
             step_time_iqr_s=self.step_time_iqr_s,
             samples_per_s=self.samples_per_s,
             noisy=self.noisy,
             timed_steps=len(self.step_times_s),
+            outcome=self.outcome,
+            notes="; ".join(self.notes) or None,
         )
         for s in self.samples:
             row[f"{s.name}_mean"] = s.mean

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from batchprof.errors import ConfigError, ReportFileError
 from batchprof.records.frame import probes_frame, result_frame
 from batchprof.records.measurement import Measurement
 from batchprof.records.result import ProfileResult
@@ -49,17 +50,29 @@ PROBE_LOG = "probes.jsonl"
 # ---------------------------------------------------------------------------------------------
 def make_report_dir(workload_name: str, root: str | os.PathLike = DEFAULT_REPORTS_DIR,
                     now: datetime | None = None) -> Path:
-    """Create and return ``root/<workload>-<YYYYmmdd-HHMMSS>`` (suffixed -2, -3... if taken)."""
+    """Create and return ``root/<workload>-<YYYYmmdd-HHMMSS>`` (suffixed -2, -3... if taken).
+
+    Raises ConfigError when ``root`` is a file, or cannot be created or written to.
+    """
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", workload_name).strip("._") or "workload"
     stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"--out {str(root)!r} is an existing file, not a directory; "
+                          "name a directory for the reports")
     for n in range(1, 1000):
         path = root / (f"{safe}-{stamp}" if n == 1 else f"{safe}-{stamp}-{n}")
         try:
+            root.mkdir(parents=True, exist_ok=True)
             path.mkdir()
+            (path / ".write-check").touch()
+            (path / ".write-check").unlink()
         except FileExistsError:
             continue
+        except OSError as exc:
+            raise ConfigError(f"cannot write reports under --out {str(root)!r}: "
+                              f"{exc.strerror or type(exc).__name__}; name a directory you "
+                              "can write to") from None
         return path
     raise FileExistsError(f"no free report directory name under {root} for {safe}-{stamp}")
 
@@ -87,14 +100,32 @@ class ProbeLog:
 
 
 def read_probe_log(path: str | os.PathLike) -> list[Measurement]:
-    """Every Measurement in a probes.jsonl, in run order (a torn last line is skipped)."""
+    """Every Measurement in a probes.jsonl, in run order.
+
+    A torn last line (the run was killed while writing it) is skipped; any other line that is
+    not a Measurement raises ReportFileError naming the file and the line.
+    """
+    lines = _read_text(Path(path)).splitlines()
     out = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
         try:
             out.append(Measurement.from_dict(json.loads(line)))
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue
+        except Exception as exc:  # noqa: BLE001 - any malformed line gets the same message
+            if number == len(lines):
+                break
+            raise ReportFileError(f"{path}: line {number} is not a probe record "
+                                  f"({type(exc).__name__}); the probe log is corrupted") from None
     return out
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ReportFileError(f"cannot read {path}: {reason or type(exc).__name__}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,4 +186,10 @@ def load_result(directory_or_file: str | os.PathLike) -> ProfileResult:
     path = Path(directory_or_file)
     if path.is_dir():
         path = path / "results.json"
-    return ProfileResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    text = _read_text(path)
+    try:
+        return ProfileResult.from_dict(json.loads(text))
+    except Exception as exc:  # noqa: BLE001 - truncated or edited: one message, not a traceback
+        raise ReportFileError(f"{path} is not a complete batchprof results.json "
+                              f"({type(exc).__name__}: {str(exc)[:80]}); was the run cut off? "
+                              "Its probes.jsonl keeps every finished probe") from None

@@ -40,6 +40,8 @@ def measurement_table(m: Measurement) -> Table:
         else:
             value = f"{fmt_float(s.mean)} / {fmt_float(s.max)} {s.unit}"
         table.add_row(f"{s.name} (mean / max)", value)
+    for note in m.notes:
+        table.add_row("note", note)
     return table
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable
 
 from batchprof.errors import WorkloadError
@@ -20,6 +22,21 @@ DEFAULT_WORKLOAD = "transformer"
 
 def builtin_names() -> tuple[str, ...]:
     return tuple(BUILTINS)
+
+
+def _import_from_cwd_too(module_name: str) -> object:
+    """Import ``module_name``; when it is not found, look in the current folder as ``python -m``
+    and pytest do (cwd goes at the end of sys.path, so it never shadows an installed module)."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        top = module_name.partition(".")[0]
+        cwd = os.getcwd()
+        if exc.name != top or cwd in sys.path or "" in sys.path:
+            raise
+        sys.path.append(cwd)
+        importlib.invalidate_caches()
+        return importlib.import_module(module_name)
 
 
 def load_workload(ref: str | Workload) -> Workload:
@@ -40,7 +57,7 @@ def load_workload(ref: str | Workload) -> Workload:
         )
     module_name, _, attr = ref.partition(":")
     try:
-        module = importlib.import_module(module_name)
+        module = _import_from_cwd_too(module_name)
     except Exception as exc:  # any import-time failure is the user's module, not ours
         raise WorkloadError(
             f"cannot import module {module_name!r} for workload {ref!r}: "
