@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from batchprof.records.result import BatchPoint, ProfileResult
 from batchprof.search.knee.ladder import throughput_ladder
+from batchprof.spec import RunSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -59,9 +60,11 @@ def result_frame(result: ProfileResult) -> pd.DataFrame:
     rows = []
     if result.max_batch is not None and result.max_batch in points:
         rows.append(_row("max batch", points[result.max_batch], result))
-        o = result.options
-        ladder = throughput_ladder(o.get("min_batch", 1), result.max_batch,
-                                   o.get("multiple_of", 1))
+        if result.ladder:  # the sizes the run timed for the knee
+            ladder = list(result.ladder)
+        else:  # knee=False: the sizes the ladder would have timed, where they were probed
+            spec = result.spec or RunSpec()
+            ladder = throughput_ladder(spec.min_batch, result.max_batch, spec.multiple_of)
     else:  # partial run: whatever fit so far
         ladder = [b for b, p in points.items() if p.feasible]
     rows += [_row("ladder", points[b], result) for b in ladder if b in points]
