@@ -53,6 +53,17 @@ class TimingPolicy:
         return max(1, self.timed_steps // 2)
 
 
+def throughput_ladder(min_batch: int, max_batch: int, multiple_of: int = 1) -> list[int]:
+    """Sizes timed for the knee: ``min_batch``, ``multiple_of * 2**k`` in range, and the max."""
+    sizes = {min_batch, max_batch}
+    b = multiple_of
+    while b <= max_batch:
+        if b >= min_batch:
+            sizes.add(b)
+        b *= 2
+    return sorted(sizes)
+
+
 def _positive(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")

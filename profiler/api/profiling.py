@@ -34,9 +34,8 @@ from batchprof.records.measurement import Measurement
 from batchprof.records.result import ProfileResult
 from batchprof.records.search import KneeResult, MaxBatchResult
 from batchprof.search.knee.find import find_knee
-from batchprof.search.knee.ladder import throughput_ladder
 from batchprof.search.max_batch import find_max_batch
-from batchprof.spec import RunSpec
+from batchprof.spec import RunSpec, throughput_ladder
 from batchprof.workloads.base import Workload
 from batchprof.workloads.registry import load_workload
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from batchprof.records.result import BatchPoint, ProfileResult
-from batchprof.search.knee.ladder import throughput_ladder
-from batchprof.spec import RunSpec
+from batchprof.spec import RunSpec, throughput_ladder
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
