@@ -23,7 +23,7 @@ from batchprof.backends.fake import FakeBackend
 from batchprof.errors import BudgetError, ConfigError, StepError, TraceError
 from batchprof.probe import TimingPolicy, measure
 from batchprof.records import ProfileResult
-from batchprof.search.knee.ladder import throughput_ladder
+from batchprof.spec import throughput_ladder
 from batchprof.workloads import BUILTINS, Workload
 
 from .helpers import tiny_workload
@@ -317,6 +317,7 @@ def test_max_batch_equals_exhaustive_truth(name):
     torch.manual_seed(0)  # leave the global RNG as a fresh test expects
 
 
+@pytest.mark.timing
 @pytest.mark.slow
 @pytest.mark.parametrize("name, budget_scale", [("cnn", 3), ("mlp", 1.5)])
 def test_knees_of_two_runs_agree_within_one_doubling(name, budget_scale):

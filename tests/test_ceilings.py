@@ -90,6 +90,7 @@ def test_cuda_ceilings_without_cuda_is_device_unavailable():
         ceilings("cuda")
 
 
+@pytest.mark.timing
 @pytest.mark.gpu
 def test_cuda_ceilings_use_triton_and_tf32_is_faster_than_ieee():
     c = ceilings("cuda", stream_bytes=256 << 20, matmul_n=4096, repeats=5)

@@ -22,7 +22,7 @@ from batchprof.render import (
     read_probe_log,
     write_report,
 )
-from batchprof.search.knee.ladder import throughput_ladder
+from batchprof.spec import throughput_ladder
 
 from .helpers import tiny_workload
 

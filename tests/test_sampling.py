@@ -517,6 +517,7 @@ def test_null_sampler_has_windows_but_no_series():
 
 
 # ---- psutil, for real ---------------------------------------------------------------------------
+@pytest.mark.timing
 def test_psutil_sampler_samples_this_process_for_real():
     with PsutilSampler(0.05) as s:
         s.begin_window("busy")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .options import DEFAULT_CPU_MEMORY_LIMIT, check_options
+from .options import DEFAULT_CPU_MEMORY_LIMIT, make_spec
 from .profiling import profile
 
-__all__ = ["DEFAULT_CPU_MEMORY_LIMIT", "check_options", "profile"]
+__all__ = ["DEFAULT_CPU_MEMORY_LIMIT", "make_spec", "profile"]

@@ -1,35 +1,41 @@
-"""Defaults and checks of profile()'s options."""
+"""make_spec: profile()'s arguments -> one validated RunSpec, the only place they are parsed.
+
+The CPU default budget is applied here and nowhere else; the CLI and the pytest plugin call
+this (or pass the same arguments to ``profile``) and read what it decided from the spec.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from collections.abc import Callable
 
 from batchprof import defaults
-from batchprof.errors import ConfigError
+from batchprof.spec import RunSpec, TimingPolicy
+from batchprof.units import parse_bytes
 
 DEFAULT_CPU_MEMORY_LIMIT = defaults.CPU_MEMORY_LIMIT  # see batchprof.defaults
 
 
-def check_options(min_batch: int, max_batch: int | None, multiple_of: int,
-                   dataset_size: int | None, alpha: float, hint: int | None) -> None:
-    """Reject inconsistent options before anything is built or run."""
-    def positive(name: str, value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+def make_spec(device: str = defaults.DEVICE, memory_limit: int | str | None = None, *,
+              min_batch: int = 1, max_batch: int | None = None, multiple_of: int = 1,
+              dataset_size: int | None = None, alpha: float = defaults.ALPHA,
+              hint: int | None = None, use_prediction: bool = True, knee: bool = True,
+              roofline: bool = defaults.ROOFLINE, timing: TimingPolicy | None = None,
+              resolve: Callable[[str], str] | None = None) -> tuple[RunSpec, list[str]]:
+    """The spec of a run, and notes on what was decided for the caller (the CPU default budget).
 
-    positive("min_batch", min_batch)
-    positive("multiple_of", multiple_of)
-    if max_batch is not None:
-        positive("max_batch", max_batch)
-        if max_batch < min_batch:
-            raise ConfigError(f"max_batch {max_batch} is below min_batch {min_batch}; "
-                              "raise max_batch or lower min_batch")
-    if dataset_size is not None:
-        positive("dataset_size", dataset_size)
-        if dataset_size < min_batch:
-            raise ConfigError(f"dataset_size {dataset_size} is below min_batch {min_batch}: "
-                              "no batch of that size can be drawn from the data set")
-    if hint is not None:
-        positive("hint", hint)
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha <= 1:
-        raise ConfigError(f"alpha must be a fraction in (0, 1], e.g. 0.9; got {alpha!r}")
+    ``resolve(device)`` names the device a request means ("auto" -> "cpu" or "cuda"; None: the
+    caller brings its own backend): without a limit on the CPU the default budget applies.
+    Raises ConfigError naming the parameter for a bad value.
+    """
+    notes: list[str] = []
+    limit = parse_bytes(memory_limit) if memory_limit is not None else None
+    spec = RunSpec(device=device, memory_limit_bytes=limit, min_batch=min_batch,
+                   max_batch=max_batch, multiple_of=multiple_of, dataset_size=dataset_size,
+                   alpha=alpha, hint=hint, use_prediction=use_prediction, knee=knee,
+                   roofline=roofline, timing=timing or TimingPolicy())
+    if limit is None and resolve is not None and resolve(device) == "cpu":
+        spec = dataclasses.replace(spec, memory_limit_bytes=parse_bytes(DEFAULT_CPU_MEMORY_LIMIT))
+        notes.append(f"no memory limit given on the CPU: using the default budget "
+                     f"{DEFAULT_CPU_MEMORY_LIMIT}")
+    return spec, notes

@@ -11,7 +11,6 @@ batch) carries the partial result as ``exc.partial_result`` for the caller to wr
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 import time
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from batchprof import defaults
-from batchprof.api.options import DEFAULT_CPU_MEMORY_LIMIT, check_options
+from batchprof.api.options import make_spec
 from batchprof.api.predicted import with_predicted_peaks
 from batchprof.api.run import (
     _find_knee_on_one_model,
@@ -36,9 +35,8 @@ from batchprof.records.measurement import Measurement
 from batchprof.records.result import ProfileResult
 from batchprof.records.search import KneeResult, MaxBatchResult
 from batchprof.search.knee.find import find_knee
-from batchprof.search.knee.ladder import throughput_ladder
 from batchprof.search.max_batch import find_max_batch
-from batchprof.units import parse_bytes
+from batchprof.spec import RunSpec, throughput_ladder
 from batchprof.workloads.base import Workload
 from batchprof.workloads.registry import load_workload
 
@@ -84,6 +82,7 @@ def profile(
     sampler: Any = None,
     roofline: bool = defaults.ROOFLINE,
     noise_scale: bool | Any = False,
+    spec: RunSpec | None = None,
 ) -> ProfileResult:
     """Find the largest batch that fits and the throughput knee for ``workload``.
 
@@ -97,7 +96,8 @@ def profile(
     after the knee, its big batch defaulting to the max batch (``result.noise_scale``).
     ``on_probe(m)`` sees each Measurement as it completes; ``on_status(text)`` hears what the
     knee's throughput sweep is doing, a line per round. ``backend`` replaces the one built
-    from ``device``/``memory_limit`` (tests pass a FakeBackend).
+    from ``device``/``memory_limit`` (tests pass a FakeBackend). ``spec`` (from
+    :func:`batchprof.api.make_spec`) replaces every option argument at once.
 
     Raises ConfigError for bad options; BudgetError when even ``min_batch`` does not fit
     ("batch size 1 needs X; the budget is Y"); StepError when the step fails other than by
@@ -106,56 +106,51 @@ def profile(
     """
     clock = time.perf_counter()
     started_at = datetime.now().astimezone().isoformat(timespec="seconds")
-    check_options(min_batch, max_batch, multiple_of, dataset_size, alpha, hint)
-    wl = load_workload(workload)
     notes: list[str] = []
+    if spec is None:
+        spec, decided = make_spec(
+            device, memory_limit, min_batch=min_batch, max_batch=max_batch,
+            multiple_of=multiple_of, dataset_size=dataset_size, alpha=alpha, hint=hint,
+            use_prediction=use_prediction, knee=knee, roofline=roofline, timing=timing,
+            resolve=resolve_device if backend is None else None)
+        notes += decided
+    wl = load_workload(workload)
     if backend is None:
-        dev = resolve_device(device)
-        limit = parse_bytes(memory_limit) if memory_limit is not None else None
-        if limit is None and dev == "cpu":
-            limit = parse_bytes(DEFAULT_CPU_MEMORY_LIMIT)
-            notes.append(f"no memory limit given on the CPU: using the default budget "
-                         f"{DEFAULT_CPU_MEMORY_LIMIT}")
-        backend = make_backend(dev, limit)
-    elif memory_limit is not None and parse_bytes(memory_limit) != backend.memory_limit_bytes:
+        backend = make_backend(resolve_device(spec.device), spec.memory_limit_bytes)
+    elif spec.memory_limit_bytes is not None and spec.memory_limit_bytes != backend.memory_limit_bytes:
         raise ConfigError("memory_limit differs from the given backend's memory_limit_bytes; "
                           "set the limit on the backend you pass")
-    if backend.capacity_bytes() is None and max_batch is None and dataset_size is None:
+    if backend.capacity_bytes() is None and spec.top_batch is None:
         raise ConfigError(f"nothing bounds the search on {backend.name}: give a memory limit "
                           "(memory_limit), max_batch or dataset_size")
-
-    options: dict[str, Any] = {
-        "min_batch": min_batch, "max_batch": max_batch, "multiple_of": multiple_of,
-        "dataset_size": dataset_size, "alpha": alpha, "hint": hint, "hint_source": None,
-        "use_prediction": use_prediction, "knee": knee, "timing": dataclasses.asdict(timing or TimingPolicy()),
-    }
-    if hint is not None:
-        options["hint_source"] = "user"
+    hint, hint_source = spec.hint, ("user" if spec.hint is not None else None)
+    run = _Run(wl, backend, spec.timing, sampler, on_probe, on_status)
     predictors: list[Any] = []  # the Predictor behind the hint, if any
-    run = _Run(wl, backend, timing, sampler, on_probe, on_status)
     max_search: MaxBatchResult | None = None
     knee_result: KneeResult | None = None
     interrupted, failure = False, None
+    ladder: list[int] = []
     try:
-        if hint is None and use_prediction:
+        if hint is None and spec.use_prediction:
             hint, note = _prediction_hint(wl, backend, keep=predictors)
             notes.append(note if hint is not None
                          else f"{note}; falls back to measurement-only search")
-            options.update(hint=hint, hint_source="prediction" if hint is not None else None)
+            hint_source = "prediction" if hint is not None else None
         backend.prepare()
-        max_search = find_max_batch(run.outcome, hint=hint, min_batch=min_batch,
-                                    max_batch=max_batch, multiple_of=multiple_of,
-                                    dataset_size=dataset_size,
+        max_search = find_max_batch(run.outcome, hint=hint, min_batch=spec.min_batch,
+                                    max_batch=spec.max_batch, multiple_of=spec.multiple_of,
+                                    dataset_size=spec.dataset_size,
                                     capacity_bytes=backend.capacity_bytes())
         if max_search.max_batch is None:
-            raise _nothing_fits(run, min_batch, notes)
-        if knee:
+            raise _nothing_fits(run, spec.min_batch, notes)
+        if spec.knee:
             seen = {m.batch_size for m in run.probes}
-            ladder = throughput_ladder(min_batch, max_search.max_batch, multiple_of)
+            ladder = throughput_ladder(spec.min_batch, max_search.max_batch, spec.multiple_of)
             for b in ladder:
                 if b not in seen:  # reuse what the search measured; never re-run a failure
                     run.measure(b)
-            knee_result = _find_knee_on_one_model(run, ladder, alpha, multiple_of, notes)
+            knee_result = _find_knee_on_one_model(run, ladder, spec.alpha, spec.multiple_of,
+                                                  notes)
     except KeyboardInterrupt:
         interrupted = True
         gc.collect()  # the interrupted step's tensors: measure() never reached its cleanup
@@ -166,9 +161,9 @@ def profile(
             if fit:
                 notes.append(f"the search did not finish; the largest batch that fit so far was "
                              f"{max(fit)} (not confirmed)")
-        elif knee and knee_result is None and run.feasible_outcomes():
-            knee_result = find_knee(run.feasible_outcomes(), alpha=alpha,
-                                    multiple_of=multiple_of)
+        elif spec.knee and knee_result is None and run.feasible_outcomes():
+            knee_result = find_knee(run.feasible_outcomes(), alpha=spec.alpha,
+                                    multiple_of=spec.multiple_of)
             notes.append("knee taken from the sizes timed before the interrupt")
     except BatchprofError as exc:
         failure = exc
@@ -177,11 +172,11 @@ def profile(
     max_found = max_search.max_batch if max_search is not None else None
     stopped = ("interrupted" if interrupted else "stopped by an error"
                if failure is not None and not isinstance(failure, BudgetError) else None)
-    recommended, reason = _recommend(max_found, knee_result, run.probes, knee, stopped)
+    recommended, reason = _recommend(max_found, knee_result, run.probes, spec.knee, stopped)
     probes = tuple(run.probes)
     if predictors and not interrupted:  # the hint's Predictor: its peak beside each measured one
         probes = with_predicted_peaks(predictors[0], probes, notes)
-    if roofline and not interrupted:
+    if spec.roofline and not interrupted:
         probes = _with_roofline(wl, backend, probes, notes)
     from batchprof.noise.profiling import profile_noise_scale  # issue 18
     noise = None if interrupted or failure else profile_noise_scale(
@@ -194,7 +189,9 @@ def profile(
         knee=knee_result, max_search=max_search,
         notes=(tuple(notes) + (max_search.notes if max_search else ())
                + (knee_result.notes if knee_result else ())),
-        options=options, environment=_environment(backend), started_at=started_at,
+        options={**spec.options(), "hint": hint, "hint_source": hint_source},
+        spec=spec, ladder=tuple(ladder),
+        environment=_environment(backend), started_at=started_at,
         elapsed_s=time.perf_counter() - clock, interrupted=interrupted,
         error=None if failure is None else f"{type(failure).__name__}: {failure}",
         noise_scale=noise,

@@ -108,39 +108,40 @@ def run(args: argparse.Namespace, console: Any) -> int:
         return parallel.handle("run", args, console)
     from rich.console import Console
 
-    from batchprof.api.options import DEFAULT_CPU_MEMORY_LIMIT, check_options
+    from batchprof.api.options import make_spec
     from batchprof.api.profiling import profile
     from batchprof.backends import device_notice, make_backend, resolve_device
     from batchprof.errors import BatchprofError
     from batchprof.probe.step import TimingPolicy
     from batchprof.render.files import PROBE_LOG, ProbeLog, make_report_dir, write_report
     from batchprof.render.tables import noise_console_lines, summary_table
-    from batchprof.units import format_bytes, parse_bytes
+    from batchprof.units import format_bytes
     from batchprof.workloads.registry import load_workload
 
     # With --json, stdout carries only the JSON; the progress goes to stderr.
     out = Console(stderr=True) if args.json else console
-    check_options(args.min_batch, args.max_batch, args.multiple_of, args.dataset_size,
-                  args.alpha, args.hint)
-    noise_scale = noise_request(args)  # issue 18: False, or the NoiseOptions
     timing = None
     if args.steps is not None:  # TimingPolicy rejects steps < 1 with a ConfigError
         timing = TimingPolicy(timed_steps=args.steps, max_timed_steps=max(args.steps, 10))
+    spec, decided = make_spec(
+        args.device, args.memory_limit, min_batch=args.min_batch, max_batch=args.max_batch,
+        multiple_of=args.multiple_of, dataset_size=args.dataset_size, alpha=args.alpha,
+        hint=args.hint, use_prediction=not args.no_predict,
+        roofline=args.roofline and not args.no_roofline, timing=timing, resolve=resolve_device)
+    noise_scale = noise_request(args)  # issue 18: False, or the NoiseOptions
     workload = load_workload(workload_ref(args))
-    device = resolve_device(args.device)
+    device = resolve_device(spec.device)
     notice = device_notice(args.device, device)
     if notice:
         out.print(notice, highlight=False)
-    limit = args.memory_limit
-    if limit is None and device == "cpu":
-        limit = DEFAULT_CPU_MEMORY_LIMIT
-        out.print(f"memory budget: {limit} (the CPU default; set --memory-limit to change)",
-                  highlight=False)
-    elif limit is not None:
-        out.print(f"memory budget: {format_bytes(parse_bytes(limit))}", highlight=False)
+    if decided:
+        out.print(f"memory budget: {defaults.CPU_MEMORY_LIMIT} (the CPU default; set "
+                  "--memory-limit to change)", highlight=False)
+    elif spec.memory_limit_bytes is not None:
+        out.print(f"memory budget: {format_bytes(spec.memory_limit_bytes)}", highlight=False)
 
     # Built before the report directory, so a missing device or a bad limit leaves nothing.
-    backend = make_backend(device, None if limit is None else parse_bytes(limit))
+    backend = make_backend(device, spec.memory_limit_bytes)
     sampler = _make_sampler(args, device, out)
     directory = make_report_dir(workload.name, args.out)
     out.print(f"profiling [bold]{workload.name}[/] on {device}; probes are logged to "
@@ -148,20 +149,15 @@ def run(args: argparse.Namespace, console: Any) -> int:
     with ProbeLog(directory / PROBE_LOG) as log:
         progress = _Progress(out, log)
         try:
-            kwargs = dict(backend=backend, min_batch=args.min_batch, max_batch=args.max_batch,
-                          multiple_of=args.multiple_of, dataset_size=args.dataset_size,
-                          alpha=args.alpha, hint=args.hint, use_prediction=not args.no_predict,
-                          timing=timing, on_probe=progress, on_status=progress.sweep,
-                          sampler=sampler,
-                          roofline=args.roofline and not args.no_roofline,
-                          noise_scale=noise_scale)
+            kwargs = dict(spec=spec, backend=backend, on_probe=progress,
+                          on_status=progress.sweep, sampler=sampler, noise_scale=noise_scale)
             with sampler:
                 if out.is_terminal:
                     with out.status("probe 1: measuring...") as status:
                         progress.status = status
-                        result = profile(workload, device, **kwargs)
+                        result = profile(workload, **kwargs)
                 else:
-                    result = profile(workload, device, **kwargs)
+                    result = profile(workload, **kwargs)
         except BatchprofError as exc:
             partial = getattr(exc, "partial_result", None)
             if partial is not None:

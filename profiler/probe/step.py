@@ -15,7 +15,6 @@ import math
 import time
 import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -26,44 +25,10 @@ from batchprof.backends import Backend, make_backend, unique_storage_bytes
 from batchprof.errors import BudgetError, ConfigError, StepError
 from batchprof.records.measurement import Measurement
 from batchprof.records.step_times import needs_more_steps
+from batchprof.spec import DEFAULT_TIMED_STEPS, TimingPolicy  # noqa: F401 - re-exported
 from batchprof.units import format_bytes, parse_bytes
 from batchprof.workloads.base import Workload
 from batchprof.workloads.registry import load_workload
-
-DEFAULT_TIMED_STEPS = 5
-
-
-@dataclass(frozen=True)
-class TimingPolicy:
-    """How many steps to time. Past ``timed_steps``, keep timing while the spread is large
-    (IQR > ``target_iqr_fraction`` of the median) and the median is not yet pinned down (the
-    one rule, :func:`batchprof.records.step_times.needs_more_steps`), up to ``max_timed_steps``
-    and ``budget_s``."""
-
-    timed_steps: int = DEFAULT_TIMED_STEPS
-    warmup_steps: int = 1
-    max_timed_steps: int = 10
-    target_iqr_fraction: float = 0.10
-    budget_s: float = 2.0
-    # The knee's one-model sweep (api.profile): ``sweep_rounds`` rounds over the ladder, then
-    # one more at a time while the knee stays ambiguous, up to ``max_sweep_rounds`` and while
-    # the sweep has taken less than ``sweep_budget_s``.
-    sweep_rounds: int = 4
-    max_sweep_rounds: int = 8
-    sweep_budget_s: float = 30.0
-
-    def __post_init__(self) -> None:
-        if self.timed_steps < 1 or self.warmup_steps < 1:
-            raise ConfigError("timed_steps and warmup_steps must be >= 1 (the first step "
-                              "creates optimizer state and is never timed)")
-        if not 1 <= self.sweep_rounds <= self.max_sweep_rounds:
-            raise ConfigError(f"need 1 <= sweep_rounds <= max_sweep_rounds, got "
-                              f"{self.sweep_rounds} and {self.max_sweep_rounds}")
-
-    @property
-    def steps_per_visit(self) -> int:
-        """Timed steps per size per sweep round: half a probe's, as rounds repeat them."""
-        return max(1, self.timed_steps // 2)
 
 
 def validate_batch_size(batch_size: Any) -> int:

@@ -23,6 +23,7 @@ from batchprof.records.search import (
     max_search_from_dict,
 )
 from batchprof.records.step_times import StepTimes
+from batchprof.spec import RunSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -85,6 +86,8 @@ class ProfileResult:
     interrupted: bool = False
     error: str | None = None
     noise_scale: NoiseScaleResult | None = None  # profile(..., noise_scale=True)
+    spec: RunSpec | None = None  # what the run was asked to do (options is its dict view)
+    ladder: tuple[int, ...] = ()  # the sizes timed for the knee, as run
 
     # ---- derived ------------------------------------------------------------------------
     @property
@@ -93,6 +96,8 @@ class ProfileResult:
 
     @property
     def dataset_size(self) -> int | None:
+        if self.spec is not None:
+            return self.spec.dataset_size
         return self.options.get("dataset_size")
 
     @property
@@ -144,6 +149,7 @@ class ProfileResult:
             "environment": dict(self.environment), "started_at": self.started_at,
             "elapsed_s": self.elapsed_s, "interrupted": self.interrupted, "error": self.error,
             "noise_scale": self.noise_scale.to_dict() if self.noise_scale else None,
+            "ladder": list(self.ladder),
         }
 
     @classmethod
@@ -153,6 +159,8 @@ class ProfileResult:
         kwargs["probes"] = tuple(Measurement.from_dict(m) for m in d.get("probes", ()))
         kwargs["notes"] = tuple(d.get("notes", ()))
         kwargs["options"] = dict(d.get("options", {}))
+        kwargs["spec"] = RunSpec.from_options(kwargs["options"]) if kwargs["options"] else None
+        kwargs["ladder"] = tuple(d.get("ladder", ()))
         kwargs["environment"] = dict(d.get("environment", {}))
         kwargs["knee"] = knee_from_dict(d["knee"]) if d.get("knee") else None
         kwargs["max_search"] = max_search_from_dict(d["max_search"]) if d.get("max_search") else None

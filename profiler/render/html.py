@@ -130,7 +130,7 @@ def _card(label: str, value: str, ident: str) -> str:
 
 def _summary(result: ProfileResult) -> str:
     knee = result.knee
-    alpha = result.options.get("alpha", 0.9)
+    alpha = result.spec.alpha if result.spec is not None else result.options.get("alpha", "?")
     cards = [
         _card("max feasible batch", str(result.max_batch or "n/a"), "max-batch"),
         _card(f"knee (alpha {alpha})", str(result.knee_batch or "n/a"), "knee-batch"),

@@ -45,7 +45,7 @@ def summary_markdown(result: ProfileResult, files: dict[str, str] | None = None)
         ["memory budget", format_bytes(result.capacity_bytes)
          if result.capacity_bytes is not None else "none"],
         ["max feasible batch", str(result.max_batch) if result.max_batch else "n/a"],
-        [f"knee (alpha = {result.options.get('alpha', '?')})",
+        [f"knee (alpha = {result.spec.alpha if result.spec else result.options.get('alpha')})",
          str(result.knee_batch) if result.knee_batch else "n/a"],
         ["knee (alpha = 0.95)", str(result.knee_batch_95) if result.knee_batch_95 else "n/a"],
         ["knee confidence", knee.confidence if knee else "n/a"],

@@ -114,10 +114,11 @@ def summary_table(result: Any) -> Any:
     budget = result.capacity_bytes
     table.add_row("memory budget", "none" if budget is None else format_bytes(budget))
     table.add_row("max feasible batch", or_na(result.max_batch))
-    alpha = result.options.get("alpha", 0.9)
+    alpha = result.spec.alpha if result.spec is not None else result.options.get("alpha")
     knee_text = or_na(result.knee_batch)
     if knee is not None and knee.knee_batch is not None:
-        knee_text += (f" (>= {alpha:.0%} of best; {or_na(knee.knee_batch_95)} for 95%; "
+        share = "alpha" if alpha is None else f"{alpha:.0%}"
+        knee_text += (f" (>= {share} of best; {or_na(knee.knee_batch_95)} for 95%; "
                       f"confidence {knee.confidence})")
     table.add_row("throughput knee", knee_text)
     if knee is not None and knee.max_samples_per_s:
