@@ -106,6 +106,7 @@ def run(args: argparse.Namespace, console: Any) -> int:
     from batchprof.api.options import DEFAULT_CPU_MEMORY_LIMIT, check_options
     from batchprof.api.profiling import profile
     from batchprof.backends import device_notice, make_backend, resolve_device
+    from batchprof.cli.main import wide_console
     from batchprof.errors import BatchprofError
     from batchprof.probe.step import TimingPolicy
     from batchprof.render.files import PROBE_LOG, ProbeLog, make_report_dir, write_report
@@ -114,7 +115,7 @@ def run(args: argparse.Namespace, console: Any) -> int:
     from batchprof.workloads.registry import load_workload
 
     # With --json, stdout carries only the JSON; the progress goes to stderr.
-    out = Console(stderr=True) if args.json else console
+    out = wide_console(Console(stderr=True)) if args.json else console
     check_options(args.min_batch, args.max_batch, args.multiple_of, args.dataset_size,
                   args.alpha, args.hint)
     noise_scale = noise_request(args)  # issue 18: False, or the NoiseOptions
