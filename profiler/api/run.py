@@ -13,7 +13,7 @@ from batchprof.probe.sweep import ThroughputSweep
 from batchprof.records.measurement import Measurement
 from batchprof.records.search import KneeResult, Outcome
 from batchprof.search.knee.find import find_knee
-from batchprof.units import format_bytes
+from batchprof.units import format_bytes, format_duration
 from batchprof.workloads.base import Workload
 
 
@@ -115,7 +115,7 @@ def _find_knee_on_one_model(run: _Run, ladder: list[int], alpha: float, multiple
         for _ in range(count):
             timer.round(sizes, policy.steps_per_visit)
             run.status(f"knee sweep round {timer.rounds} ({why}): batch "
-                       f"{', '.join(map(str, sorted(sizes)))}; {timer.elapsed_s:.1f} s so far")
+                       f"{', '.join(map(str, sorted(sizes)))}; {format_duration(timer.elapsed_s)} so far")
 
     try:
         rounds(feasible, policy.sweep_rounds, "ladder")

@@ -89,11 +89,12 @@ def run(args: argparse.Namespace, console: Any) -> int:
     from rich.console import Console
 
     from batchprof.backends import resolve_device
+    from batchprof.cli.main import wide_console
     from batchprof.noise import estimate_noise_scale
     from batchprof.noise.text import detail_lines, noise_phrase
 
     options = noise_options(args, target_batch=args.target_batch, seed=args.seed)
-    out = Console(stderr=True) if args.json else console
+    out = wide_console(Console(stderr=True)) if args.json else console
     progress = []
 
     def on_draw(draw: Any) -> None:

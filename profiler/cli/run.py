@@ -111,6 +111,7 @@ def run(args: argparse.Namespace, console: Any) -> int:
     from batchprof.api.options import make_spec
     from batchprof.api.profiling import profile
     from batchprof.backends import device_notice, make_backend, resolve_device
+    from batchprof.cli.main import wide_console
     from batchprof.errors import BatchprofError
     from batchprof.probe.step import TimingPolicy
     from batchprof.render.files import PROBE_LOG, ProbeLog, make_report_dir, write_report
@@ -119,7 +120,7 @@ def run(args: argparse.Namespace, console: Any) -> int:
     from batchprof.workloads.registry import load_workload
 
     # With --json, stdout carries only the JSON; the progress goes to stderr.
-    out = Console(stderr=True) if args.json else console
+    out = wide_console(Console(stderr=True)) if args.json else console
     timing = None
     if args.steps is not None:  # TimingPolicy rejects steps < 1 with a ConfigError
         timing = TimingPolicy(timed_steps=args.steps, max_timed_steps=max(args.steps, 10))

@@ -8,7 +8,7 @@ from rich.table import Table
 
 from batchprof.records.measurement import Measurement
 from batchprof.records.step_times import StepTimes
-from batchprof.units import format_bytes
+from batchprof.units import format_bytes, format_duration
 
 
 def fmt_float(value: float | None, fmt: str = "{:.1f}") -> str:
@@ -28,7 +28,7 @@ def measurement_table(m: Measurement) -> Table:
     if m.num_alloc_retries is not None:
         table.add_row("allocator retries", str(m.num_alloc_retries))
     median = m.step_time_median_s
-    table.add_row("step time (median)", fmt_float(median * 1e3 if median else None, "{:.2f} ms"))
+    table.add_row("step time (median)", format_duration(median))
     frac = m.step_time_iqr_fraction
     table.add_row("spread (IQR / median)",
                   "n/a" if frac is None else f"{frac:.0%}" + ("  noisy" if m.noisy else ""))
@@ -129,7 +129,7 @@ def summary_table(result: Any) -> Any:
         table.add_row("noise scale (critical batch)", noise_fact(result.noise_scale))
     table.add_row("recommended batch", or_na(result.recommended_batch))
     table.add_row("probes used", str(len(result.probes)))
-    table.add_row("time spent", "n/a" if result.elapsed_s is None else f"{result.elapsed_s:.1f} s")
+    table.add_row("time spent", format_duration(result.elapsed_s))
     return table
 
 
