@@ -222,3 +222,17 @@ def test_one_process_two_orders_after_a_failure_equals_one_process_per_model(nam
     for n in names:
         alone.update(_child([n], "alone"))
     assert forward == backward == alone
+
+
+def test_cli_what_if_side_by_side_and_bad_names(capsys):
+    from batchprof.cli.main import main
+
+    assert main(["predict", "mlp", "-b", "4", "--no-calibrate", "--what-if", "int8"]) == 2
+    assert "unknown what-if 'int8'" in capsys.readouterr().err
+    assert main(["plan", "mlp", "--what-if", "bf16,fp16"]) == 2
+    capsys.readouterr()
+    assert main(["predict", "mlp", "-b", "4", "--no-calibrate", "--what-if", "bf16",
+                 "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert [s["what_if"] for s in payload["what_if"]] == [[], ["bf16"]]
+    assert payload["what_if"][1]["predictions"][0]["workload"] == "mlp (what-if bf16)"
