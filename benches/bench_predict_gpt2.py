@@ -10,14 +10,18 @@ written, bf16, checkpoint, both) in < 15 s, on 2 cores. Needs the models extra (
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from batchprof import Workload
 from batchprof.prediction import predict
-from tests import zoo
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.zoo: the models extra
+from tests import zoo  # noqa: E402
 
 CURVE_SIZES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 SEQ = 1024

@@ -184,21 +184,18 @@ print("RESULT" + json.dumps(out))
 
 
 def failing_workload() -> Workload:
-    """No path predicts it: checkpointing whose recompute differs from its forward."""
-    class Flaky(nn.Module):
+    """No path predicts it with calibrate=False: a data-dependent shape after the model, the
+    optimizer and the warm-up's first ops were traced (state a leaky cache would keep)."""
+    class Gate(nn.Module):
         def __init__(self):
             super().__init__()
             self.lin = nn.Linear(8, 8)
-            self.calls = 0
-
-        def inner(self, x):
-            self.calls += 1
-            return self.lin(x if self.calls % 2 else x[:, :4].repeat(1, 2)[:, :8].T.T)
 
         def forward(self, x):
-            return torch.utils.checkpoint.checkpoint(self.inner, x, use_reentrant=False)
+            h = self.lin(x)
+            return h.index_select(0, torch.nonzero(h.sum(dim=1) > 0).flatten())
 
-    return Workload("flaky", Flaky, lambda b, d: torch.randn(b, 8, device=d),
+    return Workload("gated", Gate, lambda b, d: torch.randn(b, 8, device=d),
                     lambda m, x: m(x).sum())
 
 
@@ -222,3 +219,17 @@ def test_one_process_two_orders_after_a_failure_equals_one_process_per_model(nam
     for n in names:
         alone.update(_child([n], "alone"))
     assert forward == backward == alone
+
+
+def test_cli_what_if_side_by_side_and_bad_names(capsys):
+    from batchprof.cli.main import main
+
+    assert main(["predict", "mlp", "-b", "4", "--no-calibrate", "--what-if", "int8"]) == 2
+    assert "unknown what-if 'int8'" in capsys.readouterr().err
+    assert main(["plan", "mlp", "--what-if", "bf16,fp16"]) == 2
+    capsys.readouterr()
+    assert main(["predict", "mlp", "-b", "4", "--no-calibrate", "--what-if", "bf16",
+                 "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert [s["what_if"] for s in payload["what_if"]] == [[], ["bf16"]]
+    assert payload["what_if"][1]["predictions"][0]["workload"] == "mlp (what-if bf16)"

@@ -12,6 +12,7 @@ import json
 
 from batchprof import defaults
 from batchprof.cli.args import add_json_argument, add_workload_argument, workload_ref
+from batchprof.cli.predict import add_what_if_argument, what_if_workloads
 from batchprof.errors import ConfigError
 
 from . import parallel
@@ -39,24 +40,35 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_workload_argument(p, positional=True, default=DEFAULT_WORKLOAD)
     p.add_argument("--gpus", default=DEFAULT_GPUS, metavar="LIST",
                    help=f"comma-separated GPU names (default {DEFAULT_GPUS})")
+    add_what_if_argument(p)
     add_json_argument(p)
     parallel.add_arguments(p, "plan")  # issue 15
     p.set_defaults(handler=run)
 
 
-def plan(workload_ref_: str, gpu_names: list[str]) -> list[dict]:
-    """One row per GPU: spec, usable bytes, predicted max batch and its peak."""
+def plan(workload_ref_: str, gpu_names: list[str], what_if: str | None = None) -> list[dict]:
+    """One row per GPU (and per what-if scenario): spec, usable bytes, predicted max batch
+    and its peak."""
     from batchprof.gpus import get_gpu
-    from batchprof.prediction.predictor import Predictor
 
     specs = [get_gpu(n) for n in gpu_names]  # all names checked before any tracing
+    rows = []
+    for scenario, workload, notes in what_if_workloads(workload_ref_, what_if):
+        rows += [{**row, "what_if": list(scenario), "notes": notes + row["notes"]}
+                 for row in _plan_rows(workload, specs)]
+    return rows
+
+
+def _plan_rows(workload, specs) -> list[dict]:
+    from batchprof.prediction.predictor import Predictor
+
     by_arch: dict[tuple[int, int], Predictor] = {}
     rows = []
     for spec in specs:
         base = by_arch.get(spec.compute_capability)
         if base is None:
             base = by_arch[spec.compute_capability] = Predictor(
-                workload_ref_, "cuda", gpu=spec, calibrate=False)
+                workload, "cuda", gpu=spec, calibrate=False)
         predictor = base.with_gpu(spec)
         usable = predictor.overheads.usable_capacity_bytes(spec.memory_bytes)
         best = predictor.max_batch(usable)
@@ -75,12 +87,15 @@ def plan(workload_ref_: str, gpu_names: list[str]) -> list[dict]:
 def run(args: argparse.Namespace, console) -> int:
     if parallel.requested(args):  # issue 15: --parallel / --nproc-per-node / --world-size
         return parallel.handle("plan", args, console)
-    rows = plan(workload_ref(args), parse_gpu_names(args.gpus))
+    rows = plan(workload_ref(args), parse_gpu_names(args.gpus), args.what_if)
     if args.json:
         console.print_json(json.dumps({"workload": workload_ref(args), "gpus": rows}))
         return 0
     from batchprof.render.prediction import plan_tables
 
-    for renderable in plan_tables(workload_ref(args), rows):
-        console.print(renderable)
+    for scenario in dict.fromkeys(tuple(r["what_if"]) for r in rows):
+        title = workload_ref(args) + (f" (what-if {'+'.join(scenario)})" if scenario else "")
+        for renderable in plan_tables(title, [r for r in rows
+                                              if tuple(r["what_if"]) == scenario]):
+            console.print(renderable)
     return 0

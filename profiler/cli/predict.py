@@ -53,30 +53,63 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "attention kernels and usable memory; implies --target cuda")
     p.add_argument("--no-calibrate", action="store_true",
                    help="skip the calibration steps (trace only)")
+    add_what_if_argument(p)
     add_json_argument(p)
     parallel.add_arguments(p, "predict")  # issue 15
     p.set_defaults(handler=run)
 
 
+def add_what_if_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--what-if", default=None, metavar="LIST",
+                   help="also predict the workload rewritten: bf16 or fp16 (loss under "
+                        "autocast), checkpoint (each repeated block checkpointed), e.g. "
+                        "bf16,checkpoint; shown side by side with the workload as written")
+
+
+def what_if_workloads(ref: str, what_if: str | None) -> list[tuple[tuple[str, ...], object,
+                                                                    list[str]]]:
+    """(scenario, rewritten workload, notes) for the workload as written and each what-if;
+    the names are checked before anything is traced (ConfigError: exit 2)."""
+    from batchprof.prediction.whatif import parse_what_if, rewrite, scenarios
+    from batchprof.workloads import load_workload
+
+    names = parse_what_if(what_if)
+    base = load_workload(ref)
+    return [(s, *rewrite(base, s)) for s in scenarios(names)]
+
+
 def run(args: argparse.Namespace, console) -> int:
     if parallel.requested(args):  # issue 15: --parallel / --nproc-per-node / --world-size
         return parallel.handle("predict", args, console)
+    import dataclasses
+
     from batchprof.prediction.predictor import Predictor
 
     sizes = parse_batch_sizes(args.batch_sizes)
     target = "cuda" if args.gpu else args.target
-    predictor = Predictor(workload_ref(args), target, gpu=args.gpu,
-                          calibrate=not args.no_calibrate, check_sizes=[max(sizes)])
-    predictions = [predictor.predict(b) for b in sizes]
-    max_batch = None
-    if predictor.gpu is not None:
-        max_batch = predictor.max_batch(predictions[0].capacity_bytes)
+    results = []
+    for scenario, workload, notes in what_if_workloads(workload_ref(args), args.what_if):
+        predictor = Predictor(workload, target, gpu=args.gpu,
+                              calibrate=not args.no_calibrate, check_sizes=[max(sizes)])
+        predictor.notes[:0] = notes
+        predictions = [dataclasses.replace(predictor.predict(b), what_if=scenario)
+                       for b in sizes]
+        max_batch = None
+        if predictor.gpu is not None:
+            max_batch = predictor.max_batch(predictions[0].capacity_bytes)
+        results.append((scenario, predictions, max_batch))
     if args.json:
-        console.print_json(json.dumps({"predictions": [p.to_dict() for p in predictions],
-                                       "max_batch": max_batch}))
+        _, predictions, max_batch = results[0]
+        payload = {"predictions": [p.to_dict() for p in predictions], "max_batch": max_batch}
+        if len(results) > 1:
+            payload["what_if"] = [{"what_if": list(s), "max_batch": m,
+                                   "predictions": [p.to_dict() for p in ps]}
+                                  for s, ps, m in results]
+        console.print_json(json.dumps(payload))
         return 0
     from batchprof.render.prediction import prediction_tables
 
-    for renderable in prediction_tables(predictions, max_batch):
-        console.print(renderable)
+    for _, predictions, max_batch in results:
+        for renderable in prediction_tables(predictions, max_batch):
+            console.print(renderable)
     return 0

@@ -44,12 +44,23 @@ def _storage_key(t: torch.Tensor) -> int | None:
         return None
 
 
+class _ValueFree:
+    """Stands for an argument whose values the operator ignores (ones_like(x): x's shape)."""
+
+    def __init__(self, meta: torch.Tensor):
+        self.meta = meta
+
+
 class KnownValues:
     """CPU shadows of value-determined meta tensors (see module docstring)."""
 
     def __init__(self, max_elements: int = MAX_ELEMENTS):
         self.max_elements = max_elements
         self._shadows = WeakTensorKeyDictionary()
+        # Cheap pre-checks before the weak dictionary (ids and storages may be stale: then
+        # the dictionary decides).
+        self._ids: set[int] = set()
+        self._storages: set[int | None] = set()
         self.answered: dict[str, int] = {}  # values read on meta that shadows answered, by op
 
     def __len__(self) -> int:
@@ -58,15 +69,12 @@ class KnownValues:
     def shadow(self, t: torch.Tensor) -> torch.Tensor | None:
         return self._shadows.get(t)
 
-    def evaluate(self, func: Any, args: tuple, kwargs: dict) -> tuple[bool, Any]:
-        """(True, result on the shadows) when every input's value is known, else (False, None).
-
-        Only operators that involve the meta device are evaluated (others run for real
-        anyway)."""
-        name = func.__name__ if hasattr(func, "__name__") else str(func)
-        packet = str(func).split(".")[1] if str(func).count(".") >= 1 else name
+    def inputs_known(self, func: Any, args: tuple, kwargs: dict) -> list[Any] | None:
+        """The shadow arguments (flattened, with their spec last) when every input's value is
+        known and the operator involves the meta device; else None. Computes nothing."""
+        packet = str(func).split(".")[1] if str(func).count(".") >= 1 else str(func)
         if any(word in packet for word in _UNKNOWN_OUTPUT):
-            return False, None
+            return None
         leaves, spec = tree_flatten((args, kwargs))
         involves_meta = False
         swapped: list[Any] = []
@@ -75,13 +83,12 @@ class KnownValues:
             if isinstance(leaf, torch.Tensor):
                 if leaf.device.type == "meta":
                     involves_meta = True
-                    shadow = self._shadows.get(leaf)
+                    shadow = self._shadows.get(leaf) if id(leaf) in self._ids else None
                     if shadow is None and value_free and i == 0 \
                             and leaf.numel() <= self.max_elements:
-                        shadow = torch.empty_strided(leaf.shape, leaf.stride(),
-                                                     dtype=leaf.dtype)
+                        shadow = _ValueFree(leaf)
                     if shadow is None:
-                        return False, None
+                        return None
                     swapped.append(shadow)
                 else:
                     swapped.append(leaf)
@@ -93,17 +100,23 @@ class KnownValues:
                 swapped.append("cpu")
             else:
                 swapped.append(leaf)
-        if not involves_meta:
-            return False, None
-        shadow_args, shadow_kwargs = tree_unflatten(swapped, spec)
+        return [*swapped, spec] if involves_meta else None
+
+    def small(self, out: Any) -> bool:
+        """Whether every tensor of a (meta) result is small enough to shadow."""
+        return all(t.numel() <= self.max_elements for t in tree_flatten(out)[0]
+                   if isinstance(t, torch.Tensor))
+
+    def compute(self, func: Any, shadow_inputs: list[Any]) -> tuple[bool, Any]:
+        """(True, the operator's result on the shadows), or (False, None) if it fails there."""
+        swapped = [torch.empty_strided(s.meta.shape, s.meta.stride(), dtype=s.meta.dtype)
+                   if isinstance(s, _ValueFree) else s for s in shadow_inputs[:-1]]
+        shadow_args, shadow_kwargs = tree_unflatten(swapped, shadow_inputs[-1])
         try:
             result = func(*shadow_args, **shadow_kwargs)
         except Exception:  # the shadow is a best effort: the meta kernel decides
             return False, None
-        if any(isinstance(t, torch.Tensor) and t.numel() > self.max_elements
-               for t in tree_flatten(result)[0]):
-            return False, None
-        return True, result
+        return (True, result) if self.small(result) else (False, None)
 
     def attach(self, out: Any, shadow_out: Any) -> None:
         """Remember the shadow of each meta tensor in ``out``."""
@@ -114,6 +127,8 @@ class KnownValues:
             if isinstance(t, torch.Tensor) and isinstance(s, torch.Tensor) \
                     and t.device.type == "meta" and t.shape == s.shape:
                 self._shadows[t] = s
+                self._ids.add(id(t))
+                self._storages.add(_storage_key(t))
 
     def forget_written(self, func: Any, args: tuple, kwargs: dict) -> None:
         """An operator with an unknown input ran: tensors it wrote to are no longer known."""
@@ -131,7 +146,7 @@ class KnownValues:
             for t in tree_flatten(value)[0]:
                 if isinstance(t, torch.Tensor):
                     written.add(_storage_key(t))
-        if written:
+        if written & self._storages:
             for t in [t for t in self._shadows.keys() if _storage_key(t) in written]:
                 del self._shadows[t]
 

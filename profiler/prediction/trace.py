@@ -190,12 +190,12 @@ class StorageRecorder(TorchDispatchMode):
         index = len(self.ops)
         flat_inputs = tree_leaves((args, kwargs))
         known = self.known
-        known_ok, shadow_out = (known.evaluate(func, args, kwargs) if known is not None
-                                else (False, None))
+        shadow_inputs = known.inputs_known(func, args, kwargs) if known is not None else None
         cache = self.cache
-        cache_key = cache.key(func, args, kwargs) if cache is not None and not known_ok \
-            else None
+        cache_key = cache.key(func, args, kwargs) if cache is not None \
+            and shadow_inputs is None else None
         out = cache.replay(cache_key, flat_inputs) if cache_key is not None else None
+        shadow_out: Any = None
         if out is None:
             try:
                 if self.profile_markers and self.record_ops:
@@ -206,7 +206,9 @@ class StorageRecorder(TorchDispatchMode):
             except Exception as exc:
                 if self.device.type != "meta":
                     raise
-                if not known_ok:
+                ok, shadow_out = known.compute(func, shadow_inputs) if shadow_inputs \
+                    else (False, None)
+                if not ok:
                     raise _trace_error(func, exc, self.current_module()) from exc
                 # A value (or a value-dependent shape) meta cannot give: the shadow knows it.
                 out = known.as_meta(shadow_out)
@@ -218,7 +220,9 @@ class StorageRecorder(TorchDispatchMode):
             if cache_key is not None:
                 cache.store(cache_key, flat_inputs, out)
         if known is not None:
-            if known_ok:
+            if shadow_out is None and shadow_inputs is not None and known.small(out):
+                ok, shadow_out = known.compute(func, shadow_inputs)
+            if shadow_out is not None:
                 known.attach(out, shadow_out)
             else:
                 known.forget_written(func, args, kwargs)

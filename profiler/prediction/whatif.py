@@ -137,7 +137,7 @@ def rewrite(workload: Workload, what_if: tuple[str, ...]) -> tuple[Workload, lis
         def loss_fn(model: nn.Module, batch: Any) -> torch.Tensor:
             with _autocast_context(model, dtype):
                 return inner_loss_fn(model, batch)
-    name = f"{workload.name}[{'+'.join(what_if)}]"
+    name = f"{workload.name} (what-if {'+'.join(what_if)})"
     return replace(workload, name=name, model_fn=model_fn, loss_fn=loss_fn,
                    tags={**workload.tags, "what_if": list(what_if)}), notes
 
