@@ -29,6 +29,7 @@ from batchprof.api.run import (
 )
 from batchprof.backends import Backend, make_backend, resolve_device
 from batchprof.errors import BatchprofError, BudgetError, ConfigError
+from batchprof.probe.leak import find_leak
 from batchprof.probe.step import TimingPolicy
 from batchprof.records.measurement import Measurement
 from batchprof.records.result import ProfileResult
@@ -180,6 +181,9 @@ def profile(
     from batchprof.noise.profiling import profile_noise_scale  # issue 18
     noise = None if interrupted or failure else profile_noise_scale(
         noise_scale, wl, backend, max_found, recommended, notes)
+    leak = find_leak(run.probes)  # issue 14: memory kept from one probe to the next
+    if leak:
+        notes.insert(0, leak)
     result = ProfileResult(
         workload=wl.name, device=backend.name, memory_limit_bytes=backend.memory_limit_bytes,
         capacity_bytes=backend.capacity_bytes(), max_batch=max_found,
@@ -191,7 +195,7 @@ def profile(
         options=options, environment=_environment(backend), started_at=started_at,
         elapsed_s=time.perf_counter() - clock, interrupted=interrupted,
         error=None if failure is None else f"{type(failure).__name__}: {failure}",
-        noise_scale=noise,
+        noise_scale=noise, leak=leak,
     )
     if failure is not None:
         failure.partial_result = result  # type: ignore[attr-defined]

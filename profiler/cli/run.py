@@ -176,8 +176,11 @@ def run(args: argparse.Namespace, console: Any) -> int:
                   f"({result.recommendation_reason})", highlight=False)
         for line in noise_console_lines(result):  # issue 18: the reading, then its details
             out.print(line, highlight=False, soft_wrap=True)
+        if result.leak:
+            out.print(f"[bold red]{result.leak}[/]", highlight=False, soft_wrap=True)
         for note in result.notes:
-            out.print(f"  [dim]note: {note}[/]", highlight=False)
+            if note != result.leak:
+                out.print(f"  [dim]note: {note}[/]", highlight=False)
     if result.interrupted:
         out.print(f"interrupted: partial report written to {files.directory}",
                   highlight=False, soft_wrap=True)

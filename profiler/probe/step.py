@@ -23,6 +23,7 @@ from torch.utils._pytree import tree_leaves
 
 from batchprof.backends import Backend, make_backend, unique_storage_bytes
 from batchprof.errors import BudgetError, ConfigError, StepError
+from batchprof.probe.leak import memory_after_probe
 from batchprof.records.measurement import Measurement
 from batchprof.units import format_bytes, parse_bytes
 from batchprof.workloads.base import Workload
@@ -220,6 +221,7 @@ def measure(
     # Outside the except block: the traceback no longer pins the step's tensors.
     gc.collect()
     backend.cleanup()
+    after = memory_after_probe(backend.device)  # leak detection (probe.leak)
     if failure is not None:
         raise StepError(
             f"the training step of workload {workload.name!r} at batch size {batch_size} "
@@ -249,4 +251,5 @@ def measure(
         samples=result.get("samples", ()),
         wall_time_s=time.perf_counter() - started,
         notes=notes,
+        extra=after,
     )

@@ -85,6 +85,7 @@ class ProfileResult:
     interrupted: bool = False
     error: str | None = None
     noise_scale: NoiseScaleResult | None = None  # profile(..., noise_scale=True)
+    leak: str | None = None  # a loud note when memory kept after cleanup grew (probe.leak)
 
     # ---- derived ------------------------------------------------------------------------
     @property
@@ -144,6 +145,7 @@ class ProfileResult:
             "environment": dict(self.environment), "started_at": self.started_at,
             "elapsed_s": self.elapsed_s, "interrupted": self.interrupted, "error": self.error,
             "noise_scale": self.noise_scale.to_dict() if self.noise_scale else None,
+            "leak": self.leak,
         }
 
     @classmethod
