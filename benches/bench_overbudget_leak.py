@@ -16,9 +16,28 @@ from batchprof.backends import CpuBackend
 from batchprof.probe import TimingPolicy, measure
 from batchprof.probe.leak import rss_bytes
 from batchprof.workloads.registry import load_workload
-from tests.helpers import live_tensor_bytes
 
 PROBES = 200
+
+
+def live_tensor_bytes() -> int:
+    """Bytes of distinct storages behind every CPU tensor the garbage collector can see."""
+    import warnings
+
+    import torch
+
+    gc.collect()
+    seen: dict[int, int] = {}
+    with warnings.catch_warnings():  # isinstance() on deprecated torch aliases warns
+        warnings.simplefilter("ignore")
+        for obj in gc.get_objects():
+            try:
+                if isinstance(obj, torch.Tensor) and obj.device.type == "cpu":
+                    st = obj.untyped_storage()
+                    seen[st.data_ptr()] = st.nbytes()
+            except Exception:  # noqa: BLE001 - some objects misbehave under isinstance
+                continue
+    return sum(seen.values())
 ONE_STEP = TimingPolicy(timed_steps=1, max_timed_steps=1)
 
 

@@ -57,8 +57,8 @@ def aborts() -> Workload:
 
 
 def address_space_limited() -> Workload:
-    """Caps its own process's address space (RLIMIT_AS) at what it uses now + 256 MiB, then at
-    batch >= CRASH_AT asks for 1 GiB: the allocation fails inside the worker, nothing else."""
+    """Caps its own process's address space (RLIMIT_AS) at what it uses now + 1 GiB, then at
+    batch >= CRASH_AT asks for 8 GiB: the allocation fails inside the worker, nothing else."""
     import resource
 
     base = tiny_workload(name="rlimit")
@@ -66,13 +66,13 @@ def address_space_limited() -> Workload:
     def model_fn():
         with open("/proc/self/statm") as fh:
             used = int(fh.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-        cap = used + 256 * 1024**2
+        cap = used + 1024**3
         resource.setrlimit(resource.RLIMIT_AS, (cap, resource.getrlimit(resource.RLIMIT_AS)[1]))
         return base.model_fn()
 
     def loss_fn(model, batch):
         if batch[0].shape[0] >= CRASH_AT:
-            torch.empty(1024**3, dtype=torch.uint8).fill_(1)
+            torch.empty(8 * 1024**3, dtype=torch.uint8).fill_(1)  # refused: over the cap
         return base.loss_fn(model, batch)
 
     return Workload("rlimit", model_fn, base.batch_fn, loss_fn)

@@ -31,6 +31,7 @@ from batchprof.backends import Backend, make_backend, resolve_device
 from batchprof.errors import BatchprofError, BudgetError, ConfigError
 from batchprof.probe.leak import find_leak
 from batchprof.probe.step import TimingPolicy
+from batchprof.probe.worker import ProbeWorker, WorkerSpec, crash_notes, isolated_prober
 from batchprof.records.measurement import Measurement
 from batchprof.records.result import ProfileResult
 from batchprof.records.search import KneeResult, MaxBatchResult
@@ -63,6 +64,20 @@ def _environment(backend: Backend) -> dict[str, Any]:
     return env
 
 
+def _isolation_worker(ref: Workload | str, wl: Workload, backend: Backend,
+                      timing: TimingPolicy | None, isolate: bool) -> ProbeWorker | None:
+    if not isolate:
+        return None
+    if not isinstance(ref, str):
+        raise ConfigError("isolate=True needs the workload as a built-in name or "
+                          "'module:attr' (the worker process imports it), not a Workload object")
+    if backend.name not in ("cpu",) and not backend.name.startswith("cuda"):
+        raise ConfigError(f"isolate=True runs probes on a fresh cpu/cuda backend; the "
+                          f"{backend.name!r} backend cannot be rebuilt in a worker")
+    return ProbeWorker(WorkerSpec(ref, wl.name, backend.name, backend.memory_limit_bytes,
+                                  timing))
+
+
 def profile(
     workload: Workload | str,
     device: str = "cpu",
@@ -83,6 +98,7 @@ def profile(
     sampler: Any = None,
     roofline: bool = False,
     noise_scale: bool | Any = False,
+    isolate: bool = False,
 ) -> ProfileResult:
     """Find the largest batch that fits and the throughput knee for ``workload``.
 
@@ -102,6 +118,12 @@ def profile(
     ("batch size 1 needs X; the budget is Y"); StepError when the step fails other than by
     OOM. Errors raised after probing began carry ``partial_result`` (a ProfileResult). Ctrl-C
     returns the partial result with ``interrupted=True``.
+
+    ``isolate=True`` runs each probe in one reused worker process (batchprof.probe.worker),
+    so a step that crashes its process (segfault, abort, exit, OOM kill) is recorded as a
+    ``crashed`` probe, treated as not fitting, and the run goes on; ``workload`` must then be
+    a name or ``"module:attr"`` (the worker imports it). Off by default in the API (a worker
+    costs a process start and a torch import); the CLI turns it on.
     """
     clock = time.perf_counter()
     started_at = datetime.now().astimezone().isoformat(timespec="seconds")
@@ -131,6 +153,9 @@ def profile(
     if hint is not None:
         options["hint_source"] = "user"
     run = _Run(wl, backend, timing, sampler, on_probe, on_status)
+    worker = _isolation_worker(workload, wl, backend, timing, isolate)
+    if worker is not None:
+        run.prober = isolated_prober(worker, sampler)
     max_search: MaxBatchResult | None = None
     knee_result: KneeResult | None = None
     interrupted, failure = False, None
@@ -170,6 +195,10 @@ def profile(
     except BatchprofError as exc:
         failure = exc
         notes.append(f"stopped by an error: {exc}")
+    finally:
+        if worker is not None:
+            worker.close()
+    notes.extend(crash_notes(run.probes))
 
     max_found = max_search.max_batch if max_search is not None else None
     stopped = ("interrupted" if interrupted else "stopped by an error"

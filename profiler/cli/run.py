@@ -70,6 +70,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="re-run the max batch while recording the allocator: a pickle for "
                         "pytorch.org/memory_viz on CUDA, torch.profiler's memory timeline on "
                         "the CPU, written into the report directory")
+    p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=True,
+                   help="run each probe in a worker process (started once, reused, restarted "
+                        "after a crash), so a step that segfaults, aborts or is killed is "
+                        "recorded as 'crashed' and the run goes on (default: on; "
+                        "--no-isolate probes in this process)")
     p.add_argument("--out", default="reports", metavar="DIR",
                    help="where report directories go (default: reports)")
     add_noise_arguments(p, flag=True)  # issue 18
@@ -149,14 +154,15 @@ def run(args: argparse.Namespace, console: Any) -> int:
                           timing=timing, on_probe=progress, on_status=progress.sweep,
                           sampler=sampler,
                           roofline=not args.no_roofline,
-                          noise_scale=noise_scale)
+                          noise_scale=noise_scale, isolate=args.isolate)
+            target = workload_ref(args) if args.isolate else workload  # the worker imports it
             with sampler:
                 if out.is_terminal:
                     with out.status("probe 1: measuring...") as status:
                         progress.status = status
-                        result = profile(workload, device, **kwargs)
+                        result = profile(target, device, **kwargs)
                 else:
-                    result = profile(workload, device, **kwargs)
+                    result = profile(target, device, **kwargs)
         except BatchprofError as exc:
             partial = getattr(exc, "partial_result", None)
             if partial is not None:
