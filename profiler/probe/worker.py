@@ -58,6 +58,9 @@ def _serve(spec: WorkerSpec, conn: Any) -> None:  # pragma: no cover - runs in t
         except errors.BatchprofError as exc:
             conn.send(("error", type(exc).__name__, str(exc)))
             continue
+        except KeyboardInterrupt:  # Ctrl-C reaches the whole process group
+            conn.send(("interrupt", None, None))
+            return
         conn.send(("ok", m.to_dict(), None))
 
 
@@ -130,6 +133,9 @@ class ProbeWorker:
             kind, a, b = self._conn.recv()
         except (EOFError, BrokenPipeError, ConnectionResetError):
             return self._crashed(batch_size, self._reap(), time.perf_counter() - started)
+        if kind == "interrupt":
+            self._reap()
+            raise KeyboardInterrupt
         if kind == "error":
             _raise_remote(a, b)
         return Measurement.from_dict(a)
