@@ -182,3 +182,23 @@ def test_corrupted_probe_log(report_dir, tmp_path_factory, data):
         assert "\n" not in str(exc)
     else:
         assert all(isinstance(m, Measurement) for m in probes)
+
+
+def test_report_writes_are_atomic(tmp_path, monkeypatch):
+    """A write that fails midway leaves the previous results.json whole and no temp files."""
+    from batchprof.render import atomic
+
+    target = tmp_path / "results.json"
+    atomic.write_text_atomic(target, '{"old": true}\n')
+
+    def half_write(self, text, encoding=None):
+        with open(self, "w", encoding=encoding) as fh:
+            fh.write(text[: len(text) // 2])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(type(target), "write_text", half_write)
+    with pytest.raises(OSError, match="disk full"):
+        atomic.write_text_atomic(target, '{"new": "a longer value than before"}\n')
+    monkeypatch.undo()
+    assert target.read_text() == '{"old": true}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]

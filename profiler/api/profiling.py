@@ -30,7 +30,9 @@ from batchprof.api.run import (
 )
 from batchprof.backends import Backend, make_backend, resolve_device
 from batchprof.errors import BatchprofError, BudgetError, ConfigError
+from batchprof.probe.leak import find_leak
 from batchprof.probe.step import TimingPolicy
+from batchprof.probe.worker import ProbeWorker, WorkerSpec, crash_notes, isolated_prober
 from batchprof.records.measurement import Measurement
 from batchprof.records.result import ProfileResult
 from batchprof.records.search import KneeResult, MaxBatchResult
@@ -62,6 +64,20 @@ def _environment(backend: Backend) -> dict[str, Any]:
     return env
 
 
+def _isolation_worker(ref: Workload | str, wl: Workload, backend: Backend,
+                      timing: TimingPolicy | None, isolate: bool) -> ProbeWorker | None:
+    if not isolate:
+        return None
+    if not isinstance(ref, str):
+        raise ConfigError("isolate=True needs the workload as a built-in name or "
+                          "'module:attr' (the worker process imports it), not a Workload object")
+    if backend.name not in ("cpu",) and not backend.name.startswith("cuda"):
+        raise ConfigError(f"isolate=True runs probes on a fresh cpu/cuda backend; the "
+                          f"{backend.name!r} backend cannot be rebuilt in a worker")
+    return ProbeWorker(WorkerSpec(ref, wl.name, backend.name, backend.memory_limit_bytes,
+                                  timing))
+
+
 def profile(
     workload: Workload | str,
     device: str = defaults.DEVICE,
@@ -83,6 +99,7 @@ def profile(
     roofline: bool = defaults.ROOFLINE,
     noise_scale: bool | Any = False,
     spec: RunSpec | None = None,
+    isolate: bool = False,
 ) -> ProfileResult:
     """Find the largest batch that fits and the throughput knee for ``workload``.
 
@@ -103,6 +120,12 @@ def profile(
     ("batch size 1 needs X; the budget is Y"); StepError when the step fails other than by
     OOM. Errors raised after probing began carry ``partial_result`` (a ProfileResult). Ctrl-C
     returns the partial result with ``interrupted=True``.
+
+    ``isolate=True`` runs each probe in one reused worker process (batchprof.probe.worker),
+    so a step that crashes its process (segfault, abort, exit, OOM kill) is recorded as a
+    ``crashed`` probe, treated as not fitting, and the run goes on; ``workload`` must then be
+    a name or ``"module:attr"`` (the worker imports it). Off by default in the API (a worker
+    costs a process start and a torch import); the CLI turns it on.
     """
     clock = time.perf_counter()
     started_at = datetime.now().astimezone().isoformat(timespec="seconds")
@@ -126,6 +149,9 @@ def profile(
     hint, hint_source = spec.hint, ("user" if spec.hint is not None else None)
     run = _Run(wl, backend, spec.timing, sampler, on_probe, on_status)
     predictors: list[Any] = []  # the Predictor behind the hint, if any
+    worker = _isolation_worker(workload, wl, backend, spec.timing, isolate)
+    if worker is not None:
+        run.prober = isolated_prober(worker, sampler)
     max_search: MaxBatchResult | None = None
     knee_result: KneeResult | None = None
     interrupted, failure = False, None
@@ -168,6 +194,10 @@ def profile(
     except BatchprofError as exc:
         failure = exc
         notes.append(f"stopped by an error: {exc}")
+    finally:
+        if worker is not None:
+            worker.close()
+    notes.extend(crash_notes(run.probes))
 
     max_found = max_search.max_batch if max_search is not None else None
     stopped = ("interrupted" if interrupted else "stopped by an error"
@@ -181,6 +211,9 @@ def profile(
     from batchprof.noise.profiling import profile_noise_scale  # issue 18
     noise = None if interrupted or failure else profile_noise_scale(
         noise_scale, wl, backend, max_found, recommended, notes)
+    leak = find_leak(run.probes)  # issue 14: memory kept from one probe to the next
+    if leak:
+        notes.insert(0, leak)
     result = ProfileResult(
         workload=wl.name, device=backend.name, memory_limit_bytes=backend.memory_limit_bytes,
         capacity_bytes=backend.capacity_bytes(), max_batch=max_found,
@@ -194,7 +227,7 @@ def profile(
         environment=_environment(backend), started_at=started_at,
         elapsed_s=time.perf_counter() - clock, interrupted=interrupted,
         error=None if failure is None else f"{type(failure).__name__}: {failure}",
-        noise_scale=noise,
+        noise_scale=noise, leak=leak,
     )
     if failure is not None:
         failure.partial_result = result  # type: ignore[attr-defined]

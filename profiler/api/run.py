@@ -68,10 +68,14 @@ class _Run:
         self.workload, self.backend, self.timing = workload, backend, timing
         self.sampler, self.on_probe, self.on_status = sampler, on_probe, on_status
         self.probes: list[Measurement] = []
+        self.prober: Callable[[int], Measurement] | None = None  # probe.worker, when isolated
 
     def measure(self, batch_size: int) -> Measurement:
-        m = measure(self.workload, batch_size, backend=self.backend, timing=self.timing,
-                    sampler=self.sampler)
+        if self.prober is not None:
+            m = self.prober(batch_size)
+        else:
+            m = measure(self.workload, batch_size, backend=self.backend, timing=self.timing,
+                        sampler=self.sampler)
         self.probes.append(m)
         if self.on_probe is not None:
             self.on_probe(m)

@@ -72,6 +72,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="re-run the max batch while recording the allocator: a pickle for "
                         "pytorch.org/memory_viz on CUDA, torch.profiler's memory timeline on "
                         "the CPU, written into the report directory")
+    p.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=True,
+                   help="run each probe in a worker process (started once, reused, restarted "
+                        "after a crash), so a step that segfaults, aborts or is killed is "
+                        "recorded as 'crashed' and the run goes on (default: on; "
+                        "--no-isolate probes in this process)")
     p.add_argument("--out", default="reports", metavar="DIR",
                    help="where report directories go (default: reports)")
     add_noise_arguments(p, flag=True)  # issue 18
@@ -151,14 +156,15 @@ def run(args: argparse.Namespace, console: Any) -> int:
         progress = _Progress(out, log)
         try:
             kwargs = dict(spec=spec, backend=backend, on_probe=progress,
-                          on_status=progress.sweep, sampler=sampler, noise_scale=noise_scale)
+                          on_status=progress.sweep, sampler=sampler, noise_scale=noise_scale, isolate=args.isolate)
+            target = workload_ref(args) if args.isolate else workload  # the worker imports it
             with sampler:
                 if out.is_terminal:
                     with out.status("probe 1: measuring...") as status:
                         progress.status = status
-                        result = profile(workload, **kwargs)
+                        result = profile(target, **kwargs)
                 else:
-                    result = profile(workload, **kwargs)
+                    result = profile(target, **kwargs)
         except BatchprofError as exc:
             partial = getattr(exc, "partial_result", None)
             if partial is not None:
@@ -178,8 +184,11 @@ def run(args: argparse.Namespace, console: Any) -> int:
                   f"({result.recommendation_reason})", highlight=False)
         for line in noise_console_lines(result):  # issue 18: the reading, then its details
             out.print(line, highlight=False, soft_wrap=True)
+        if result.leak:
+            out.print(f"[bold red]{result.leak}[/]", highlight=False, soft_wrap=True)
         for note in result.notes:
-            out.print(f"  [dim]note: {note}[/]", highlight=False)
+            if note != result.leak:
+                out.print(f"  [dim]note: {note}[/]", highlight=False)
     if result.interrupted:
         out.print(f"interrupted: partial report written to {files.directory}",
                   highlight=False, soft_wrap=True)

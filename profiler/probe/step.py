@@ -23,6 +23,7 @@ from torch.utils._pytree import tree_leaves
 from batchprof import defaults
 from batchprof.backends import Backend, make_backend, unique_storage_bytes
 from batchprof.errors import BudgetError, ConfigError, StepError
+from batchprof.probe.leak import memory_after_probe
 from batchprof.records.measurement import Measurement
 from batchprof.records.step_times import needs_more_steps
 from batchprof.spec import DEFAULT_TIMED_STEPS, TimingPolicy  # noqa: F401 - re-exported
@@ -189,6 +190,7 @@ def measure(
     # Outside the except block: the traceback no longer pins the step's tensors.
     gc.collect()
     backend.cleanup()
+    after = memory_after_probe(backend.device)  # leak detection (probe.leak)
     if failure is not None:
         raise StepError(
             f"the training step of workload {workload.name!r} at batch size {batch_size} "
@@ -218,4 +220,5 @@ def measure(
         samples=result.get("samples", ()),
         wall_time_s=time.perf_counter() - started,
         notes=notes,
+        extra=after,
     )

@@ -88,6 +88,7 @@ class ProfileResult:
     noise_scale: NoiseScaleResult | None = None  # profile(..., noise_scale=True)
     spec: RunSpec | None = None  # what the run was asked to do (options is its dict view)
     ladder: tuple[int, ...] = ()  # the sizes timed for the knee, as run
+    leak: str | None = None  # a loud note when memory kept after cleanup grew (probe.leak)
 
     # ---- derived ------------------------------------------------------------------------
     @property
@@ -150,6 +151,7 @@ class ProfileResult:
             "elapsed_s": self.elapsed_s, "interrupted": self.interrupted, "error": self.error,
             "noise_scale": self.noise_scale.to_dict() if self.noise_scale else None,
             "ladder": list(self.ladder),
+            "leak": self.leak,
         }
 
     @classmethod

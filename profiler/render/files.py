@@ -30,6 +30,7 @@ from batchprof.errors import ConfigError, ReportFileError
 from batchprof.records.frame import probes_frame, result_frame
 from batchprof.records.measurement import Measurement
 from batchprof.records.result import ProfileResult
+from batchprof.render.atomic import write_text_atomic, write_with
 from batchprof.render.html import write_html
 from batchprof.render.markdown import summary_markdown
 from batchprof.render.plots import (
@@ -164,17 +165,17 @@ def write_report(result: ProfileResult, directory: str | os.PathLike) -> ReportF
     d.mkdir(parents=True, exist_ok=True)
     log = d / PROBE_LOG
     data = result.to_dict()
-    (d / "results.json").write_text(json.dumps(data, indent=2, default=str) + "\n",
-                                    encoding="utf-8")
-    result_frame(result).to_csv(d / "results.csv")  # batch_size is the index
-    probes_frame(result).to_csv(d / "probes.csv", index=False)
+    # Atomic (tmp + os.replace): a reader, or a crash mid-write, never sees half a file.
+    write_text_atomic(d / "results.json", json.dumps(data, indent=2, default=str) + "\n")
+    write_with(d / "results.csv", lambda p: result_frame(result).to_csv(p))  # batch_size index
+    write_with(d / "probes.csv", lambda p: probes_frame(result).to_csv(p, index=False))
     plot_peak_memory(result, d / "peak_memory.png")
     plot_throughput(result, d / "throughput.png")
     optional = {"utilization.png": plot_utilization(result, d / "utilization.png"),
                 "roofline.png": plot_roofline(result, d / "roofline.png")}
     files = {k: v for k, v in FILE_DESCRIPTIONS.items()
              if (k != PROBE_LOG or log.exists()) and optional.get(k, True) is not None}
-    (d / "summary.md").write_text(summary_markdown(result, files), encoding="utf-8")
+    write_text_atomic(d / "summary.md", summary_markdown(result, files))
     write_html(result, d)
     return ReportFiles(d, d / "results.json", d / "results.csv", d / "probes.csv",
                        d / "summary.md", d / "peak_memory.png", d / "throughput.png",
