@@ -22,7 +22,7 @@ from ..errors import BatchprofError, BudgetError
 from ..probe.step import TimingPolicy
 from ..records.search import KneeResult, MaxBatchResult, Outcome
 from ..search.knee.find import find_knee
-from ..search.knee.ladder import throughput_ladder
+from ..spec import throughput_ladder
 from ..search.max_batch import find_max_batch
 from ..units import parse_bytes
 from ..workloads.base import Workload
