@@ -22,8 +22,8 @@ from ..errors import BatchprofError, BudgetError
 from ..probe.step import TimingPolicy
 from ..records.search import KneeResult, MaxBatchResult, Outcome
 from ..search.knee.find import find_knee
-from ..spec import throughput_ladder
 from ..search.max_batch import find_max_batch
+from ..spec import throughput_ladder
 from ..units import parse_bytes
 from ..workloads.base import Workload
 from ..workloads.registry import load_workload
