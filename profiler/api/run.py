@@ -31,8 +31,11 @@ def _prediction_hint(workload: Workload, backend: Backend,
     if target not in ("cpu", "cuda"):
         return None, f"prediction unavailable: no prediction target for the {target} backend"
     try:
-        import batchprof.prediction as prediction
+        import importlib
 
+        # import_module reads sys.modules (what `import a.b as c` does not, once the
+        # attribute exists on the parent package): a replaced prediction module is honoured.
+        prediction = importlib.import_module("batchprof.prediction")
         predictor_cls = getattr(prediction, "Predictor", None)
         if predictor_cls is None or keep is None:
             from batchprof.prediction import predict_max_batch
