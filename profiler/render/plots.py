@@ -205,7 +205,9 @@ def draw_utilization(result: ProfileResult) -> Any:
     for ax, (name, pts) in zip(axes, panels.items(), strict=True):
         xs = [b for b, *_ in pts]
         means = [mean for _, mean, _, _ in pts]
-        bars = [[mean - low for _, mean, low, _ in pts], [high - mean for _, mean, _, high in pts]]
+        # The mean can lie outside the quartiles of a skewed sample: a bar never goes negative.
+        bars = [[max(0.0, mean - low) for _, mean, low, _ in pts],
+                [max(0.0, high - mean) for _, mean, _, high in pts]]
         ax.errorbar(xs, means, yerr=bars, fmt="o", color="tab:blue", capsize=3,
                     label="mean over the timed steps, bar: interquartile range")
         unit = units[name]
