@@ -16,12 +16,13 @@ BATCH = 16
 FLOAT = 4
 
 
-def exact_or_one_more(measured, expected, unit, slack):
-    """The CPU per-rank reading is exact, or (some runs) high by exactly one copy of a unit:
-    an FSDP block, or DDP's parameter copy. Seen in both; most likely a free done on a gloo
-    thread, which torch.profiler does not instrument (PROGRESS.md, known failures)."""
-    assert any(abs(measured - (expected + k * unit)) <= slack for k in (0, 1)), \
-        (measured, expected, unit)
+def exact_within(measured, expected, unit, slack):
+    """The CPU per-rank reading is exact (within ``slack``). It used to be high, in some runs
+    (more on a loaded machine), by one or more copies of ``unit`` (an FSDP block, DDP's
+    parameter copy): buffers freed on gloo's worker thread, which the profiler's events do not
+    see. The rank probe now reads the allocator's own counter, which counts every thread
+    (backends.cpu.allocator_counts_every_thread); a multiple of ``unit`` here is that bug."""
+    assert abs(measured - expected) <= slack, (measured, expected, f"unit {unit}")
 
 
 def values(results):
@@ -51,7 +52,7 @@ def test_ddp_resident_is_the_single_process_state_plus_its_gradient_buckets(acco
     for m in v["ddp"]["ranks"]:
         # parameters + AdamW's two moments + the batch + DDP's buckets (one copy of every
         # gradient, gradient_as_bucket_view=False); the scalar `step` tensors: 4 layers x 2
-        exact_or_one_more(m["resident_bytes"], params * 4 + batch, params, 64 * 8)
+        exact_within(m["resident_bytes"], params * 4 + batch, params, 64 * 8)
         assert m["peak_allocated_bytes"] > m["resident_bytes"]
 
 
@@ -63,7 +64,7 @@ def test_fsdp_shards_parameters_and_optimizer_state_across_the_two_ranks(account
     for m in fsdp:
         # a shard of parameters and of both moments: (params x 3) / 2, plus padding per
         # parameter (dim 0 rounded up to the world size: 10 rows -> even, no padding here)
-        exact_or_one_more(m["resident_bytes"], v["param_bytes"] * 3 / 2 + batch,
+        exact_within(m["resident_bytes"], v["param_bytes"] * 3 / 2 + batch,
                           64 * 65 * 4, 1024)
     assert fsdp[0]["resident_bytes"] < ddp[0]["resident_bytes"] / 2
     assert fsdp[0]["activation_bytes"] > 0

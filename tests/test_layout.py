@@ -17,7 +17,8 @@ FLOORS = {
     "records": 1, "spec": 1, "units": 1, "errors": 1, "defaults": 1, "gpus": 1,
     "backends": 2, "sampling": 2, "workloads": 2, "search": 2, "render": 2,
     "probe": 3, "prediction": 3, "roofline": 3, "noise": 3, "environment": 3, "kernels": 3,
-    "api": 4, "cli": 5, "pytest_plugin": 5, "__init__": 5, "__main__": 5, "__version__": 1,
+    "compare": 2, "distributed": 3,
+    "api": 4, "integrations": 5, "examples": 5, "cli": 5, "pytest_plugin": 5, "__init__": 5, "__main__": 5, "__version__": 1,
     # the noise package's records and maths are pure (no torch): records and render read them
     "noise.record": 1, "noise.estimator": 1, "noise.lr": 1, "noise.text": 2,
 }

@@ -34,9 +34,19 @@ def _measure(w: Workload, b: int):
     return batchprof.measure(w, batch_size=b, device="cpu", timing=ONE_STEP)
 
 
+# Convolution backward on the CPU can allocate workspace inside the kernel, outside the
+# dispatcher (seen: 0.8-3.2 MB blocks inside aten::convolution_backward for convnext at batch 3),
+# and whether it does depends on the path ATen/oneDNN picks in that process (in one CI run
+# resnet's trace-alone check failed by +55% and convnext's passed; alone, the reverse). No trace
+# can see those bytes (DESIGN "Prediction"): for the conv models the peak is checked after
+# calibration, which learns them from real steps; the activations are traced exactly either way.
+HIDDEN_WORKSPACE = {"resnet", "convnext", "mobilenetv3"}
+
+
 def _check_trace_alone(variant, b=3):
     w = zoo.zoo_workload(variant[0], checkpoint=variant[1], autocast=variant[2])
-    p = batchprof.predict(w, [b], "cpu", calibrate=False)[0]
+    calibrate = variant[0] in HIDDEN_WORKSPACE
+    p = batchprof.predict(w, [b], "cpu", calibrate=calibrate)[0]
     m = _measure(w, b)
     assert p.peak_allocated_bytes == pytest.approx(m.peak_allocated_bytes, rel=0.08)
     assert p.activation_bytes == pytest.approx(m.activation_bytes, rel=0.03)
@@ -150,7 +160,7 @@ def test_checkpoint_what_if_without_repeated_blocks_is_a_note():
                                   pytest.param("convnext", marks=pytest.mark.slow)])
 def test_what_if_matches_the_real_changed_model(name):
     w = zoo.zoo_workload(name)
-    predictions = batchprof.predict(w, [4], "cpu", calibrate=False,
+    predictions = batchprof.predict(w, [4], "cpu", calibrate=name in HIDDEN_WORKSPACE,
                                     what_if=["bf16", "checkpoint"])
     assert [p.what_if for p in predictions] == [(), ("bf16",), ("checkpoint",),
                                                 ("bf16", "checkpoint")]

@@ -23,6 +23,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 
 import torch
+from torch._C._profiler import _EventType
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
@@ -103,16 +104,65 @@ def quiet_stderr() -> Iterator[None]:
         os.close(devnull)
 
 
+@contextlib.contextmanager
+def allocator_counts_every_thread() -> Iterator[None]:
+    """Make the CPU allocator keep its byte counter for frees on *every* thread.
+
+    With ``profile_memory=True`` the profiler hears only the profiling thread's allocations
+    and frees: a tensor that dies on another thread (gloo's worker thread drops the last
+    reference to an all-gather's buffers when it finishes the collective after the main
+    thread has moved on; a race, lost more often on a loaded machine) is never freed in a
+    running sum of the events. c10's ``caffe2_report_cpu_memory_usage`` flag makes the
+    allocator's own counter (``total_allocated`` on each profiled allocation event) count
+    every thread's allocations and frees; read that instead (:func:`allocator_totals`).
+    The flag is a process-wide C global of libc10 (no Python binding), set through ctypes.
+    """
+    import ctypes
+
+    lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libc10.so"))
+    flag = ctypes.c_bool.in_dll(lib, "FLAGS_caffe2_report_cpu_memory_usage")
+    saved = flag.value
+    flag.value = True
+    try:
+        yield
+    finally:
+        flag.value = saved
+
+
+def allocator_timeline(prof: torch.profiler.profile, mark_prefix: str | None = None
+                       ) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, str]]]:
+    """The CPU allocator's counter over a profile: ``(time_ns, bytes this event allocated
+    (negative: freed), bytes the allocator held after it)`` for each recorded event, in time
+    order; and ``(start_ns, end_ns, name)`` of every ``record_function`` span whose name starts
+    with ``mark_prefix``, in time order. The counter includes every thread's allocations and
+    frees under :func:`allocator_counts_every_thread` (otherwise only the profiled thread's)."""
+    events, spans = [], []
+    stack = list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        e = stack.pop()
+        stack.extend(e.children)
+        kind, fields = e.typed
+        if kind == _EventType.Allocation:
+            if fields.device.type == "cpu":
+                events.append((e.start_time_ns, fields.alloc_size, fields.total_allocated))
+        elif mark_prefix is not None and e.name.startswith(mark_prefix):
+            spans.append((e.start_time_ns, e.end_time_ns, e.name))
+    return sorted(events), sorted(spans)
+
+
+def held_bytes(events: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
+    """``(time_ns, bytes held above the level before the first event)`` after each event."""
+    if not events:
+        return []
+    _, first_bytes, first_total = events[0]
+    baseline = first_total - first_bytes
+    return [(t, total - baseline) for t, _, total in events]
+
+
 def allocator_peak_from_profile(prof: torch.profiler.profile) -> int:
-    """Highest running sum of CPU allocator events (bytes above the level at window start)."""
-    cpu = torch.autograd.DeviceType.CPU
-    events = [e for e in prof.profiler.kineto_results.events()
-              if e.name() == "[memory]" and e.device_type() == cpu]
-    running = peak = 0
-    for e in sorted(events, key=lambda e: e.start_ns()):
-        running += e.nbytes()
-        peak = max(peak, running)
-    return peak
+    """Most bytes the CPU allocator held above its level at the window's start (its own
+    counter: see :func:`allocator_counts_every_thread`)."""
+    return max((held for _, held in held_bytes(allocator_timeline(prof)[0])), default=0)
 
 
 class CpuBackend:
@@ -145,8 +195,8 @@ class CpuBackend:
     def memory_window(self, resident: Iterable[torch.Tensor]) -> Iterator[MemoryReading]:
         reading = MemoryReading(resident_bytes=unique_storage_bytes(resident))
         activities = [torch.profiler.ProfilerActivity.CPU]
-        with collector_paused(), quiet_stderr(), torch.profiler.profile(
-                activities=activities, profile_memory=True) as prof:
+        with collector_paused(), quiet_stderr(), allocator_counts_every_thread(), \
+                torch.profiler.profile(activities=activities, profile_memory=True) as prof:
             with self.budget_guard(resident):
                 yield reading
         peak = reading.resident_bytes + allocator_peak_from_profile(prof)

@@ -26,7 +26,13 @@ import torch
 from torch.utils._pytree import tree_leaves
 
 from ..backends import MemoryReading, make_backend
-from ..backends.cpu import collector_paused, quiet_stderr
+from ..backends.cpu import (
+    allocator_counts_every_thread,
+    allocator_timeline,
+    collector_paused,
+    held_bytes,
+    quiet_stderr,
+)
 from ..probe.step import TimingPolicy, TrainingStep, validate_batch_size
 from ..records.measurement import Measurement
 from ..workloads.base import Workload
@@ -81,13 +87,12 @@ class _ProbeMeter:
             yield
             return
         activities = [torch.profiler.ProfilerActivity.CPU]
-        with quiet_stderr(), torch.profiler.profile(activities=activities,
-                                                    profile_memory=True) as prof:
+        with quiet_stderr(), allocator_counts_every_thread(), \
+                torch.profiler.profile(activities=activities, profile_memory=True) as prof:
             yield
-        events = list(prof.profiler.kineto_results.events())
-        marks = [e for e in events if e.name() == _MARK]
-        if marks:
-            self.reading = _read_marked(events, marks[0])
+        events, spans = allocator_timeline(prof, _MARK)
+        if spans and events:
+            self.reading = _read_marked(held_bytes(events), spans[0][:2])
 
     @contextlib.contextmanager
     def step(self, step: _RankStep) -> Iterator[None]:
@@ -99,22 +104,20 @@ class _ProbeMeter:
             yield
 
 
-def _read_marked(events: list[Any], mark: Any) -> MemoryReading:
-    start, end = mark.start_ns(), mark.start_ns() + mark.duration_ns()
-    cpu = torch.autograd.DeviceType.CPU
-    memory = sorted((e for e in events if e.name() == "[memory]" and e.device_type() == cpu),
-                    key=lambda e: e.start_ns())
-    running, resident, peak = 0, None, 0
-    for e in memory:
-        if resident is None and e.start_ns() >= start:
-            resident = running
-        running += e.nbytes()
-        if start <= e.start_ns() <= end:
-            peak = max(peak, running)
-    resident = running if resident is None else resident
-    peak = max(peak, resident)
-    return MemoryReading(resident_bytes=resident, peak_allocated_bytes=peak,
-                         peak_reserved_bytes=peak)
+def _read_marked(held: list[tuple[int, int]], span: tuple[int, int]) -> MemoryReading:
+    """resident = what the probe held when the marked step began, peak = the most it held
+    during the step, both from the allocator's own counter (every thread's frees counted)."""
+    start, end = span
+    resident, peak, now = None, 0, 0
+    for time_ns, value in held:
+        if resident is None and time_ns >= start:
+            resident = now
+        now = value
+        if start <= time_ns <= end:
+            peak = max(peak, now)
+    resident = now if resident is None else resident
+    return MemoryReading(resident_bytes=resident, peak_allocated_bytes=max(peak, resident),
+                         peak_reserved_bytes=max(peak, resident))
 
 
 def _is_oom(exc: BaseException) -> bool:

@@ -35,7 +35,13 @@ from typing import Any
 import torch
 
 from ..backends.base import unique_storage_bytes
-from ..backends.cpu import allocator_peak_from_profile, collector_paused, quiet_stderr
+from ..backends.cpu import (
+    allocator_counts_every_thread,
+    allocator_peak_from_profile,
+    allocator_timeline,
+    collector_paused,
+    quiet_stderr,
+)
 from ..errors import StepError
 from ..workloads.base import Workload
 from .model import AffineTrace, Curve, OpCorrection
@@ -76,6 +82,11 @@ class Calibration:
     residual: Curve
     points: tuple[CalibrationPoint, ...]
     op_corrections: Mapping[tuple[str, int], OpCorrection] = field(default_factory=dict)
+    # Real minus traced bytes saved for backward at each calibration size (None: not measured,
+    # e.g. a CUDA calibration from measure()). Measured directly, not derived from the
+    # operator corrections: those are allocator bytes (an autocast cast's real allocation, a
+    # oneDNN workspace) and say nothing about which storages autograd keeps.
+    activation_residual: Curve | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "op_corrections", MappingProxyType(dict(self.op_corrections)))
@@ -98,25 +109,20 @@ class _RealStep:
 
 
 def _op_windows(prof: torch.profiler.profile) -> dict[int, tuple[int, int]]:
-    """Allocator (peak, net) bytes inside each operator call's record_function range."""
-    cpu = torch.autograd.DeviceType.CPU
-    events = list(prof.profiler.kineto_results.events())
-    marks = sorted((e.start_ns(), e.start_ns() + e.duration_ns(), int(e.name()[len(_MARK):]))
-                   for e in events if e.name().startswith(_MARK))
-    starts = [m[0] for m in marks]
-    deltas: dict[int, list[int]] = {}
-    for e in sorted((e for e in events if e.name() == "[memory]" and e.device_type() == cpu),
-                    key=lambda e: e.start_ns()):
-        j = bisect.bisect_right(starts, e.start_ns()) - 1
-        if j >= 0 and e.start_ns() <= marks[j][1]:
-            deltas.setdefault(marks[j][2], []).append(e.nbytes())
+    """Allocator (peak, net) bytes inside each operator call's record_function range, from the
+    allocator's own counter (every thread's frees counted)."""
+    events, spans = allocator_timeline(prof, _MARK)
+    starts = [s[0] for s in spans]
+    inside: dict[int, list[tuple[int, int]]] = {}  # op index -> (bytes, total) of its events
+    for time_ns, nbytes, total in events:
+        j = bisect.bisect_right(starts, time_ns) - 1
+        if j >= 0 and time_ns <= spans[j][1]:
+            inside.setdefault(int(spans[j][2][len(_MARK):]), []).append((nbytes, total))
     windows = {}
-    for index, values in deltas.items():
-        running = peak = 0
-        for v in values:
-            running += v
-            peak = max(peak, running)
-        windows[index] = (peak, running)
+    for index, values in inside.items():
+        before = values[0][1] - values[0][0]
+        windows[index] = (max(0, *(total - before for _, total in values)),
+                          values[-1][1] - before)
     return windows
 
 
@@ -128,8 +134,8 @@ def record_cpu_step(workload: Workload, batch_size: int, *, seed: int = 0) -> _R
     def window(resident: list[torch.Tensor]) -> Iterator[None]:
         holder["resident"] = unique_storage_bytes(resident)
         activities = [torch.profiler.ProfilerActivity.CPU]
-        with collector_paused(), quiet_stderr(), torch.profiler.profile(
-                activities=activities, profile_memory=True) as prof:
+        with collector_paused(), quiet_stderr(), allocator_counts_every_thread(), \
+                torch.profiler.profile(activities=activities, profile_memory=True) as prof:
             yield
         holder["prof"] = prof
 
@@ -208,7 +214,9 @@ def calibrate_cpu(workload: Workload, batch_sizes: Sequence[int],
         points = _points(sizes, meta, real, corrections)
     residual = Curve.through([(p.batch_size, p.measured_peak_bytes - p.corrected_peak_bytes)
                               for p in points])
-    return Calibration("cpu", sizes, residual, tuple(points), corrections)
+    activation_residual = Curve.through(
+        [(b, real[b].trace.activation_bytes - meta[b].activation_bytes) for b in sizes])
+    return Calibration("cpu", sizes, residual, tuple(points), corrections, activation_residual)
 
 
 def _points(sizes: Sequence[int], meta: Mapping[int, Trace], real: Mapping[int, _RealStep],

@@ -165,7 +165,28 @@ class Predictor:
                                 f"{', '.join(map(str, self.anchors + (check,)))} are not "
                                 "batch-affine (different operators or sizes)")
 
+    def _runnable(self, sizes: Sequence[int]) -> tuple[int, ...]:
+        """The calibration sizes the step can run at. A model can refuse a small batch by design
+        (training BatchNorm needs more than one value per channel: a ResNet's last stage at
+        batch 1); such a size is skipped with a note, not the whole prediction failed."""
+        runnable = []
+        for b in sizes:
+            try:
+                self.peaks(b, calibrated=False)
+            except TraceError as exc:
+                cause = exc.__cause__ or exc
+                self.notes.append(f"calibration skipped batch {b}: the step does not run at "
+                                  f"that size ({type(cause).__name__}: "
+                                  f"{str(cause).splitlines()[0] if str(cause) else ''})")
+                continue
+            runnable.append(b)
+        if not runnable:
+            raise TraceError(f"the step runs at none of the calibration sizes {list(sizes)}: "
+                             + "; ".join(self.notes[-len(sizes):]))
+        return tuple(runnable)
+
     def _calibrate(self, sizes: Sequence[int], device: str) -> None:
+        sizes = self._runnable(sizes)
         if self.target == "cpu":
             # Real steps: only sizes whose traced peak fits the budget (a big model's
             # calibration must not take the machine's memory; the CPU has no OOM guard here).
@@ -244,6 +265,8 @@ class Predictor:
                       self._activation_delta(model, batch_size) if calibrated else 0)
 
     def _activation_delta(self, model: AffineTrace, batch_size: int) -> int:
+        if self.calibration is not None and self.calibration.activation_residual is not None:
+            return self.calibration.activation_residual.at(batch_size)
         if model is self.model_for(batch_size, calibrated=False):
             return 0
         base = self.model_for(batch_size, calibrated=False)
