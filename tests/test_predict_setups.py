@@ -40,7 +40,8 @@ def _measure(w: Workload, b: int):
 # resnet's trace-alone check failed by +55% and convnext's passed; alone, the reverse). No trace
 # can see those bytes (DESIGN "Prediction"): for the conv models the peak is checked after
 # calibration, which learns them from real steps; the activations are traced exactly either way.
-HIDDEN_WORKSPACE = {"resnet", "convnext", "mobilenetv3"}
+# (ViT's patch embedding is a convolution: its bf16 trace alone came out 10% low once.)
+HIDDEN_WORKSPACE = {"resnet", "convnext", "mobilenetv3", "vit"}
 
 
 def _check_trace_alone(variant, b=3):
