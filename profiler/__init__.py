@@ -1,7 +1,7 @@
 """batchprof: which batch size fits, which one pays, and what fits on a GPU you don't have.
 
 Public API (see DESIGN.md): ``Workload``, ``load_workload``, ``measure``, ``profile``,
-``predict``, ``ceilings``. Heavy modules (torch, pandas, triton) load on first use, so
+``predict``, ``predict_max_batch``, ``plan``, ``ceilings``. Heavy modules (torch, pandas, triton) load on first use, so
 ``import batchprof`` and ``batchprof --version`` stay fast and warning-free.
 """
 
@@ -24,6 +24,8 @@ _LAZY = {
     "predict": ".prediction",
     "predict_max_batch": ".prediction",
     "Prediction": ".prediction",
+    "plan": ".prediction",
+    "PlanRow": ".prediction",
     "ceilings": ".roofline.ceilings",
     "Ceilings": ".roofline.ceilings",
     "make_backend": ".backends",

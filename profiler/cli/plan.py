@@ -12,15 +12,13 @@ import json
 
 from batchprof import defaults
 from batchprof.cli.args import add_json_argument, add_workload_argument, workload_ref
-from batchprof.cli.predict import add_what_if_argument, what_if_workloads
+from batchprof.cli.predict import add_what_if_argument
 from batchprof.errors import ConfigError
 
 from . import parallel
 
 DEFAULT_WORKLOAD = defaults.WORKLOAD
 DEFAULT_GPUS = defaults.PLAN_GPUS
-
-
 
 
 def parse_gpu_names(text: str) -> list[str]:
@@ -47,41 +45,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def plan(workload_ref_: str, gpu_names: list[str], what_if: str | None = None) -> list[dict]:
-    """One row per GPU (and per what-if scenario): spec, usable bytes, predicted max batch
-    and its peak."""
-    from batchprof.gpus import get_gpu
+    """One row per GPU (and per what-if scenario), as JSON-ready dicts (batchprof.plan)."""
+    from batchprof.prediction.planning import plan as plan_rows
 
-    specs = [get_gpu(n) for n in gpu_names]  # all names checked before any tracing
-    rows = []
-    for scenario, workload, notes in what_if_workloads(workload_ref_, what_if):
-        rows += [{**row, "what_if": list(scenario), "notes": notes + row["notes"]}
-                 for row in _plan_rows(workload, specs)]
-    return rows
-
-
-def _plan_rows(workload, specs) -> list[dict]:
-    from batchprof.prediction.predictor import Predictor
-
-    by_arch: dict[tuple[int, int], Predictor] = {}
-    rows = []
-    for spec in specs:
-        base = by_arch.get(spec.compute_capability)
-        if base is None:
-            base = by_arch[spec.compute_capability] = Predictor(
-                workload, "cuda", gpu=spec, calibrate=False)
-        predictor = base.with_gpu(spec)
-        usable = predictor.overheads.usable_capacity_bytes(spec.memory_bytes)
-        best = predictor.max_batch(usable)
-        at_best = predictor.predict(best) if best is not None else None
-        rows.append({
-            "gpu": spec.to_dict(),
-            "usable_bytes": usable,
-            "max_batch": best,
-            "peak_allocated_bytes": at_best.peak_allocated_bytes if at_best else None,
-            "peak_reserved_bytes": at_best.peak_reserved_bytes if at_best else None,
-            "notes": list(predictor.notes),
-        })
-    return rows
+    return [row.to_dict() for row in plan_rows(workload_ref_, gpu_names, what_if=what_if)]
 
 
 def run(args: argparse.Namespace, console) -> int:

@@ -66,38 +66,14 @@ def add_what_if_argument(p: argparse.ArgumentParser) -> None:
                         "bf16,checkpoint; shown side by side with the workload as written")
 
 
-def what_if_workloads(ref: str, what_if: str | None) -> list[tuple[tuple[str, ...], object,
-                                                                    list[str]]]:
-    """(scenario, rewritten workload, notes) for the workload as written and each what-if;
-    the names are checked before anything is traced (ConfigError: exit 2)."""
-    from batchprof.prediction.whatif import parse_what_if, rewrite, scenarios
-    from batchprof.workloads import load_workload
-
-    names = parse_what_if(what_if)
-    base = load_workload(ref)
-    return [(s, *rewrite(base, s)) for s in scenarios(names)]
-
-
 def run(args: argparse.Namespace, console) -> int:
     if parallel.requested(args):  # issue 15: --parallel / --nproc-per-node / --world-size
         return parallel.handle("predict", args, console)
-    import dataclasses
+    from batchprof.prediction.planning import predict_scenarios
 
-    from batchprof.prediction.predictor import Predictor
-
-    sizes = parse_batch_sizes(args.batch_sizes)
-    target = "cuda" if args.gpu else args.target
-    results = []
-    for scenario, workload, notes in what_if_workloads(workload_ref(args), args.what_if):
-        predictor = Predictor(workload, target, gpu=args.gpu,
-                              calibrate=not args.no_calibrate, check_sizes=[max(sizes)])
-        predictor.notes[:0] = notes
-        predictions = [dataclasses.replace(predictor.predict(b), what_if=scenario)
-                       for b in sizes]
-        max_batch = None
-        if predictor.gpu is not None:
-            max_batch = predictor.max_batch(predictions[0].capacity_bytes)
-        results.append((scenario, predictions, max_batch))
+    results = [(r.what_if, list(r.predictions), r.max_batch) for r in predict_scenarios(
+        workload_ref(args), parse_batch_sizes(args.batch_sizes), args.target, gpu=args.gpu,
+        calibrate=not args.no_calibrate, what_if=args.what_if)]
     if args.json:
         _, predictions, max_batch = results[0]
         payload = {"predictions": [p.to_dict() for p in predictions], "max_batch": max_batch}

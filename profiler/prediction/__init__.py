@@ -1,7 +1,8 @@
 """Predict peak memory per batch size without running the step (DESIGN.md, "Prediction").
 
 ``predict(workload, batch_sizes, target)`` -> one ``Prediction`` per size;
-``predict_max_batch(workload, capacity_bytes, target)`` -> the largest batch predicted to fit.
+``predict_max_batch(workload, capacity_bytes, target)`` (or ``gpu=NAME``) -> the largest batch
+predicted to fit; ``plan(workload, gpus=[...])`` -> a PlanRow per GPU (planning.py).
 Modules: trace (meta-device trace; metacache speeds it up), paths (kernel-path corrections),
 model (batch-affine event list), calibrate (bytes no trace sees), allocators (CPU / CUDA
 caching allocator replay), predictor (the two functions above).
@@ -10,8 +11,10 @@ caching allocator replay), predictor (the two functions above).
 from __future__ import annotations
 
 from .calibrate import Calibration, CalibrationPoint
+from .planning import PlanRow, PredictedScenario, plan, predict_scenarios
 from .predictor import FitInfo, Prediction, Predictor, predict, predict_max_batch
 from .trace import Trace, trace_step
 
-__all__ = ["Calibration", "CalibrationPoint", "FitInfo", "Prediction", "Predictor", "Trace",
-           "predict", "predict_max_batch", "trace_step"]
+__all__ = ["Calibration", "CalibrationPoint", "FitInfo", "PlanRow", "PredictedScenario",
+           "Prediction", "Predictor", "Trace", "plan", "predict", "predict_max_batch",
+           "predict_scenarios", "trace_step"]

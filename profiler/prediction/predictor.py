@@ -396,7 +396,7 @@ def predict(
 
 def predict_max_batch(
     workload: Workload | str,
-    capacity_bytes: int,
+    capacity_bytes: int | None = None,
     target: str = "cpu",
     *,
     gpu: str | GpuSpec | None = None,
@@ -407,14 +407,25 @@ def predict_max_batch(
     """Largest batch size whose predicted peak fits ``capacity_bytes`` (None: not even 1).
 
     On cuda the peak reserved bytes must fit (the caching allocator's segments are what the
-    device runs out of); pass the usable capacity (e.g. ``batchprof.gpus.usable_bytes(spec)``).
+    device runs out of). ``gpu="H100-80GB"`` (a name from batchprof.gpus) predicts for that
+    GPU (target cuda) and, without ``capacity_bytes``, uses its usable memory (total minus the
+    estimated CUDA context), as ``batchprof plan`` does. Raises ConfigError when neither a
+    capacity nor a GPU is given.
     """
-    if isinstance(capacity_bytes, bool) or not isinstance(capacity_bytes, int) \
+    if capacity_bytes is None:
+        if gpu is None:
+            raise ConfigError("give capacity_bytes (e.g. 8 * 2**30) or gpu (e.g. 'H100-80GB', "
+                              "whose usable memory is then the capacity)")
+    elif isinstance(capacity_bytes, bool) or not isinstance(capacity_bytes, int) \
             or capacity_bytes <= 0:
         raise ConfigError(f"capacity_bytes must be a positive integer, got {capacity_bytes!r}")
-    budget = min(capacity_bytes, psutil.virtual_memory().available // 2)
+    if gpu is not None:
+        target = "cuda"
+    budget = min(capacity_bytes or 1 << 62, psutil.virtual_memory().available // 2)
     predictor = Predictor(workload, target, gpu=gpu, calibrate=calibrate,
                           device_for_calibration=device_for_calibration,
                           calibration_sizes=calibration_sizes,
                           calibration_budget_bytes=budget)
+    if capacity_bytes is None:
+        capacity_bytes = predictor.overheads.usable_capacity_bytes(predictor.gpu.memory_bytes)
     return predictor.max_batch(capacity_bytes)
