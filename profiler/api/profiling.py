@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -100,6 +100,7 @@ def profile(
     noise_scale: bool | Any = False,
     spec: RunSpec | None = None,
     isolate: bool = False,
+    replay: Sequence[Measurement] = (),
 ) -> ProfileResult:
     """Find the largest batch that fits and the throughput knee for ``workload``.
 
@@ -126,6 +127,13 @@ def profile(
     ``crashed`` probe, treated as not fitting, and the run goes on; ``workload`` must then be
     a name or ``"module:attr"`` (the worker imports it). Off by default in the API (a worker
     costs a process start and a torch import); the CLI turns it on.
+
+    ``replay``: the finished probes of an earlier run of the same workload and spec that was
+    killed or interrupted (its probe log, ``batchprof run --resume``). A batch size the run
+    asks for that is among them is taken from there instead of being run again (marked
+    ``extra["resumed_from_log"]``, not passed to ``on_probe``); the search and the knee are
+    deterministic in their outcomes, so the run continues where the log ends. The knee's
+    throughput sweep is not logged and runs again.
     """
     clock = time.perf_counter()
     started_at = datetime.now().astimezone().isoformat(timespec="seconds")
@@ -148,6 +156,7 @@ def profile(
                           "(memory_limit), max_batch or dataset_size")
     hint, hint_source = spec.hint, ("user" if spec.hint is not None else None)
     run = _Run(wl, backend, spec.timing, sampler, on_probe, on_status)
+    run.replay_from(replay)
     predictors: list[Any] = []  # the Predictor behind the hint, if any
     worker = _isolation_worker(workload, wl, backend, spec.timing, isolate)
     if worker is not None:
@@ -198,6 +207,9 @@ def profile(
         if worker is not None:
             worker.close()
     notes.extend(crash_notes(run.probes))
+    if replay:
+        notes.append(f"resumed: {run.replayed} of the {len(replay)} logged probes were taken "
+                     "from the probe log, not run again")
 
     max_found = max_search.max_batch if max_search is not None else None
     stopped = ("interrupted" if interrupted else "stopped by an error"

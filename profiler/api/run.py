@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from batchprof.backends import Backend, CpuBackend
@@ -72,8 +72,22 @@ class _Run:
         self.sampler, self.on_probe, self.on_status = sampler, on_probe, on_status
         self.probes: list[Measurement] = []
         self.prober: Callable[[int], Measurement] | None = None  # probe.worker, when isolated
+        # Finished probes of an earlier, killed run of the same spec (resume): the first one
+        # per batch size, handed back instead of running that size again.
+        self.replay: dict[int, Measurement] = {}
+        self.replayed = 0
+
+    def replay_from(self, probes: Sequence[Measurement]) -> None:
+        for m in probes:
+            self.replay.setdefault(m.batch_size, m)
 
     def measure(self, batch_size: int) -> Measurement:
+        logged = self.replay.pop(batch_size, None)
+        if logged is not None:  # already in the caller's probe log: not reported again
+            m = dataclasses.replace(logged, extra={**logged.extra, "resumed_from_log": True})
+            self.probes.append(m)
+            self.replayed += 1
+            return m
         if self.prober is not None:
             m = self.prober(batch_size)
         else:

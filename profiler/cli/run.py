@@ -53,6 +53,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(default 0.9; 0.95 is always reported too)")
     p.add_argument("--hint", type=int, default=None, metavar="N",
                    help="your guess of the max batch: the search starts around it")
+    p.add_argument("--no-knee", action="store_true",
+                   help="what fits only: stop after the max-batch search (no throughput "
+                        "ladder, no knee)")
     p.add_argument("--no-predict", action="store_true",
                    help="do not seed the search with the memory prediction")
     p.add_argument("--steps", type=int, default=None, metavar="N",
@@ -79,6 +82,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "--no-isolate probes in this process)")
     p.add_argument("--out", default="reports", metavar="DIR",
                    help="where report directories go (default: reports)")
+    p.add_argument("--resume", default=None, metavar="REPORT_DIR",
+                   help="continue a killed or interrupted run from its report directory: its "
+                        "options come from run.json, its finished probes from probes.jsonl "
+                        "(not run again); the report is written there")
     add_noise_arguments(p, flag=True)  # issue 18
     add_json_argument(p)
     parallel.add_arguments(p, "run")  # issue 15
@@ -113,6 +120,12 @@ def run(args: argparse.Namespace, console: Any) -> int:
         return parallel.handle("run", args, console)
     from rich.console import Console
 
+    from batchprof.cli.resume import resume_request, write_run_file
+
+    replay: list[Any] = []
+    resumed = None
+    if args.resume:  # the recorded run's options, its directory, its finished probes
+        args, resumed, replay = resume_request(args)
     from batchprof.api.options import make_spec
     from batchprof.api.profiling import profile
     from batchprof.backends import device_notice, make_backend, resolve_device
@@ -132,7 +145,7 @@ def run(args: argparse.Namespace, console: Any) -> int:
     spec, decided = make_spec(
         args.device, args.memory_limit, min_batch=args.min_batch, max_batch=args.max_batch,
         multiple_of=args.multiple_of, dataset_size=args.dataset_size, alpha=args.alpha,
-        hint=args.hint, use_prediction=not args.no_predict,
+        hint=args.hint, use_prediction=not args.no_predict, knee=not args.no_knee,
         roofline=args.roofline and not args.no_roofline, timing=timing, resolve=resolve_device)
     noise_scale = noise_request(args)  # issue 18: False, or the NoiseOptions
     workload = load_workload(workload_ref(args))
@@ -149,14 +162,21 @@ def run(args: argparse.Namespace, console: Any) -> int:
     # Built before the report directory, so a missing device or a bad limit leaves nothing.
     backend = make_backend(device, spec.memory_limit_bytes)
     sampler = _make_sampler(args, device, out)
-    directory = make_report_dir(workload.name, args.out)
+    if resumed is None:
+        directory = make_report_dir(workload.name, args.out)
+        write_run_file(directory, args, workload_ref(args))
+    else:
+        directory = resumed
+        out.print(f"resuming the run in {directory}: {len(replay)} finished probes in its "
+                  "log are not run again", highlight=False, soft_wrap=True)
     out.print(f"profiling [bold]{workload.name}[/] on {device}; probes are logged to "
               f"{directory / PROBE_LOG}", highlight=False, soft_wrap=True)
     with ProbeLog(directory / PROBE_LOG) as log:
         progress = _Progress(out, log)
         try:
             kwargs = dict(spec=spec, backend=backend, on_probe=progress,
-                          on_status=progress.sweep, sampler=sampler, noise_scale=noise_scale, isolate=args.isolate)
+                          on_status=progress.sweep, sampler=sampler, noise_scale=noise_scale,
+                          isolate=args.isolate, replay=replay)
             target = workload_ref(args) if args.isolate else workload  # the worker imports it
             with sampler:
                 if out.is_terminal:
