@@ -27,11 +27,10 @@ from torch.utils._pytree import tree_leaves
 
 from ..backends import MemoryReading, make_backend
 from ..backends.cpu import (
-    allocator_counts_every_thread,
+    allocator_events,
     allocator_timeline,
     collector_paused,
     held_bytes,
-    quiet_stderr,
 )
 from ..probe.step import TimingPolicy, TrainingStep, validate_batch_size
 from ..records.measurement import Measurement
@@ -86,9 +85,7 @@ class _ProbeMeter:
         if self.backend.device.type != "cpu":
             yield
             return
-        activities = [torch.profiler.ProfilerActivity.CPU]
-        with quiet_stderr(), allocator_counts_every_thread(), \
-                torch.profiler.profile(activities=activities, profile_memory=True) as prof:
+        with allocator_events() as prof:
             yield
         events, spans = allocator_timeline(prof, _MARK)
         if spans and events:

@@ -36,11 +36,10 @@ import torch
 
 from ..backends.base import unique_storage_bytes
 from ..backends.cpu import (
-    allocator_counts_every_thread,
+    allocator_events,
     allocator_peak_from_profile,
     allocator_timeline,
     collector_paused,
-    quiet_stderr,
 )
 from ..errors import StepError
 from ..workloads.base import Workload
@@ -108,7 +107,7 @@ class _RealStep:
     window_bytes: Mapping[int, tuple[int, int]]  # op index -> (peak, net) inside its range
 
 
-def _op_windows(prof: torch.profiler.profile) -> dict[int, tuple[int, int]]:
+def _op_windows(prof: torch.autograd.profiler.profile) -> dict[int, tuple[int, int]]:
     """Allocator (peak, net) bytes inside each operator call's record_function range, from the
     allocator's own counter (every thread's frees counted)."""
     events, spans = allocator_timeline(prof, _MARK)
@@ -133,9 +132,7 @@ def record_cpu_step(workload: Workload, batch_size: int, *, seed: int = 0) -> _R
     @contextlib.contextmanager
     def window(resident: list[torch.Tensor]) -> Iterator[None]:
         holder["resident"] = unique_storage_bytes(resident)
-        activities = [torch.profiler.ProfilerActivity.CPU]
-        with collector_paused(), quiet_stderr(), allocator_counts_every_thread(), \
-                torch.profiler.profile(activities=activities, profile_memory=True) as prof:
+        with collector_paused(), allocator_events() as prof:
             yield
         holder["prof"] = prof
 
