@@ -62,6 +62,25 @@ def _prediction_hint(workload: Workload, backend: Backend,
     return value, f"search seeded by prediction: max batch about {value}"
 
 
+def _calibration_readings(predictors: list[Any], backend: Backend) -> list[Outcome]:
+    """The hint's calibration steps as search Outcomes: real steps at small sizes whose peak
+    was read the way ``measure()`` reads it, so the max-batch search reuses them instead of
+    probing those sizes again (nothing is paid twice for one size). Empty without a
+    calibrated Predictor or a capacity to judge the readings against."""
+    capacity = backend.capacity_bytes()
+    calibration = getattr(predictors[0], "calibration", None) if predictors else None
+    if calibration is None or capacity is None:
+        return []
+    device = "cuda" if backend.name.startswith("cuda") else backend.name
+    if str(calibration.device).split(":")[0] != device:
+        return []
+    return [Outcome(p.batch_size, p.measured_peak_bytes <= capacity,
+                    peak_bytes=p.measured_peak_bytes, capacity_bytes=capacity,
+                    reason=None if p.measured_peak_bytes <= capacity else
+                    "the calibration step's peak exceeds the budget")
+            for p in calibration.points]
+
+
 class _Run:
     """The probes of one profile run, in order, on one backend."""
 
@@ -71,14 +90,15 @@ class _Run:
         self.workload, self.backend, self.timing = workload, backend, timing
         self.sampler, self.on_probe, self.on_status = sampler, on_probe, on_status
         self.probes: list[Measurement] = []
-        self.prober: Callable[[int], Measurement] | None = None  # probe.worker, when isolated
+        self.prober: Callable[..., Measurement] | None = None  # probe.worker, when isolated
 
-    def measure(self, batch_size: int) -> Measurement:
+    def measure(self, batch_size: int, *, timed: bool = True) -> Measurement:
+        """One probe, kept in ``probes``; ``timed=False``: memory only (probe.step.measure)."""
         if self.prober is not None:
-            m = self.prober(batch_size)
+            m = self.prober(batch_size, timed=timed)
         else:
             m = measure(self.workload, batch_size, backend=self.backend, timing=self.timing,
-                        sampler=self.sampler)
+                        sampler=self.sampler, timed=timed)
         self.probes.append(m)
         if self.on_probe is not None:
             self.on_probe(m)
@@ -91,8 +111,14 @@ class _Run:
     def outcome(self, batch_size: int) -> Outcome:
         return Outcome.from_measurement(self.measure(batch_size))
 
+    def fits(self, batch_size: int) -> Outcome:
+        """What the max-batch search asks: does it fit, at what peak? A memory-only probe
+        (warm-up + the instrumented step, nothing timed): the knee sweep times what it needs."""
+        return Outcome.from_measurement(self.measure(batch_size, timed=False))
+
     def feasible_outcomes(self) -> list[Outcome]:
-        return [Outcome.from_measurement(m) for m in self.probes if m.feasible]
+        """Feasible probes that were timed (a memory-only probe has no throughput to give)."""
+        return [Outcome.from_measurement(m) for m in self.probes if m.feasible and m.timed]
 
 
 def _noise_blurs(knee: KneeResult) -> bool:
