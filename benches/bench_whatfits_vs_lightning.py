@@ -1,0 +1,128 @@
+"""What fits: ``batchprof.profile(knee=False)`` beside Lightning's binsearch batch-size finder.
+
+    .venv/bin/pytest benches/bench_whatfits_vs_lightning.py --benchmark-only -s -p no:cacheprovider
+
+Per workload (the default ``batchprof run`` workload and two other built-ins, each under the
+budget of benches/bench_probes.py), one run of each, on the same CPU:
+
+- batchprof: ``profile(name, device="cpu", memory_limit=budget, knee=False)`` with its
+  defaults (prediction hint with its calibration steps, memory-only probes, the confirmation).
+  Its seconds are the whole call, prediction included.
+- Lightning: ``Tuner(trainer).scale_batch_size(module, mode="binsearch")`` with its defaults
+  (start 2, 3 steps per trial, 5% margin) on a LightningModule that runs the same workload's
+  model, batch, loss and optimizer. Lightning cannot enforce a CPU budget, so the module raises
+  the "CUDA out of memory." RuntimeError Lightning's ``is_oom_error`` recognises at every batch
+  above the true max, at the start of the trial's first step (no step run: the cheapest OOM
+  Lightning could meet, which favours it).
+
+The true max is batchprof's answer, checked independently before Lightning runs: a memory-only
+``measure`` at the answer fits and one at answer + 1 does not. ``extra_info`` holds, for each:
+probes/trials, seconds and the answer; each test prints one line. Asserted: batchprof's answer
+is exact and it uses at most half of Lightning's trials (deterministic); the time ratio
+(target <= 0.5) is recorded, not asserted (a shared machine's load moves it).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+
+import pytest
+import torch
+
+from batchprof.api import profile
+from batchprof.backends import CpuBackend
+from batchprof.defaults import CPU_MEMORY_LIMIT, WORKLOAD
+from batchprof.probe.step import measure
+from batchprof.units import parse_bytes
+from batchprof.workloads.registry import load_workload
+
+pl = pytest.importorskip("lightning.pytorch")
+from lightning.pytorch.tuner import Tuner  # noqa: E402
+
+# The default workload at the CLI's default budget, and bench_probes.py's budgets for the others.
+BUDGETS = {WORKLOAD: parse_bytes(CPU_MEMORY_LIMIT), "mlp": 50_640_000, "cnn": 60_000_000}
+
+
+class _SimulatedOOM(RuntimeError):
+    pass
+
+
+class WorkloadModule(pl.LightningModule):
+    """A batchprof Workload as a LightningModule; OOM (as Lightning detects it) above ``fits``."""
+
+    def __init__(self, name: str, fits: int):
+        super().__init__()
+        self.workload = load_workload(name)
+        self.net = self.workload.model_fn()
+        self.fits = fits
+        self.batch_size = 2  # Lightning's binsearch starts here (init_val)
+        self.trials: list[int] = []
+
+    def train_dataloader(self):
+        wl, b = self.workload, self.batch_size
+
+        # Iterable: Lightning stops growing a batch at the length of a sized dataset.
+        class Batches(torch.utils.data.IterableDataset):
+            def __iter__(self):
+                for _ in range(3):  # Lightning's steps_per_trial
+                    yield wl.batch_fn(b, torch.device("cpu"))
+
+        return torch.utils.data.DataLoader(Batches(), batch_size=None)
+
+    def training_step(self, batch, batch_idx):
+        if batch_idx == 0:
+            self.trials.append(self.batch_size)
+        if self.batch_size > self.fits:
+            raise _SimulatedOOM("CUDA out of memory. (simulated: batch above the true max)")
+        return self.workload.loss_fn(self.net, batch)
+
+    def configure_optimizers(self):
+        return self.workload.optimizer_fn(self.net.parameters())
+
+
+def lightning_binsearch(name: str, fits: int, root: str) -> tuple[int, list[int], float]:
+    module = WorkloadModule(name, fits)
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=1, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0,
+                         default_root_dir=root)
+    started = time.perf_counter()
+    answer = Tuner(trainer).scale_batch_size(module, mode="binsearch")
+    return answer, module.trials, time.perf_counter() - started
+
+
+def fits(name: str, b: int) -> bool:
+    return measure(name, b, backend=CpuBackend(BUDGETS[name]), timed=False).feasible
+
+
+@pytest.mark.parametrize("name", list(BUDGETS))
+def test_whatfits_vs_lightning(benchmark, name, tmp_path):
+    logging.getLogger("lightning").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module="lightning")
+
+    def batchprof_run():
+        return profile(name, device="cpu", memory_limit=BUDGETS[name], knee=False)
+
+    result = benchmark.pedantic(batchprof_run, rounds=1, iterations=1)
+    truth = result.max_batch
+    assert truth is not None and fits(name, truth) and not fits(name, truth + 1)
+    answer, trials, lightning_s = lightning_binsearch(name, truth, str(tmp_path))
+    probes = result.max_search.probes
+    calibration = [n for n in result.notes if n.startswith("reused the readings")]
+    benchmark.extra_info.update(
+        workload=name, budget_bytes=BUDGETS[name], truth=truth,
+        batchprof_probes=probes, batchprof_s=round(result.elapsed_s, 2),
+        batchprof_answer=truth, batchprof_sizes=[m.batch_size for m in result.probes],
+        batchprof_probe_s=round(sum(m.wall_time_s or 0 for m in result.probes), 2),
+        batchprof_reused=calibration[0] if calibration else None,
+        lightning_trials=len(trials), lightning_s=round(lightning_s, 2),
+        lightning_answer=answer, lightning_sizes=trials,
+        trial_ratio=round(probes / len(trials), 3),
+        time_ratio=round(result.elapsed_s / lightning_s, 3))
+    print(f"\n[what fits] {name:<12} truth {truth:>4} | batchprof {probes} probes "
+          f"{result.elapsed_s:6.1f} s -> {truth} | lightning {len(trials):>2} trials "
+          f"{lightning_s:6.1f} s -> {answer} | probes {probes / len(trials):.2f}x, "
+          f"time {result.elapsed_s / lightning_s:.2f}x")
+    assert probes * 2 <= len(trials)
