@@ -9,7 +9,7 @@ budget of benches/bench_probes.py), one run of each, on the same CPU:
   defaults (prediction hint with its calibration steps, memory-only probes, the confirmation).
   Its seconds are the whole call, prediction included.
 - Lightning: ``Tuner(trainer).scale_batch_size(module, mode="binsearch")`` with its defaults
-  (start 2, 3 steps per trial, 5% margin) on a LightningModule that runs the same workload's
+  (start 2, 3 steps per trial, 5% margin; its trainer's checkpoint save and restore count) on a LightningModule that runs the same workload's
   model, batch, loss and optimizer. Lightning cannot enforce a CPU budget, so the module raises
   the "CUDA out of memory." RuntimeError Lightning's ``is_oom_error`` recognises at every batch
   above the true max, at the start of the trial's first step (no step run: the cheapest OOM
@@ -97,8 +97,17 @@ def fits(name: str, b: int) -> bool:
     return measure(name, b, backend=CpuBackend(BUDGETS[name]), timed=False).feasible
 
 
+@pytest.fixture(scope="module")
+def warm():
+    """One-time process costs out of both figures: the prediction's first trace imports
+    torch._dynamo (2-3 s), which whoever ran first would otherwise pay alone."""
+    from batchprof.prediction import predict
+
+    predict("mlp", batch_sizes=[2], calibrate=False)
+
+
 @pytest.mark.parametrize("name", list(BUDGETS))
-def test_whatfits_vs_lightning(benchmark, name, tmp_path):
+def test_whatfits_vs_lightning(benchmark, name, tmp_path, warm):
     logging.getLogger("lightning").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", module="lightning")
 

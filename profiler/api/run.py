@@ -17,6 +17,17 @@ from batchprof.units import format_bytes, format_duration
 from batchprof.workloads.base import Workload
 
 
+def _hint_calibration_sizes() -> tuple[int, ...]:
+    """The hint's real calibration steps: the two largest default sizes only. They set the
+    per-sample slope used beyond them (prediction.model.Curve), so the predicted max batch
+    is the same as with every default size whenever it is at least the smaller of the two;
+    the sizes below only sharpen predictions below it, which the search does not need, and
+    each real calibration step costs about as much as a probe (recorder and profiler on)."""
+    from batchprof.prediction.predictor import DEFAULT_CALIBRATION_SIZES
+
+    return tuple(sorted(DEFAULT_CALIBRATION_SIZES))[-2:]
+
+
 def _prediction_hint(workload: Workload, backend: Backend,
                      keep: list[Any] | None = None) -> tuple[int | None, str]:
     """The predicted max batch for this backend's capacity, and a note saying where it came
@@ -48,7 +59,8 @@ def _prediction_hint(workload: Workload, backend: Backend,
             import psutil
 
             budget = min(capacity, psutil.virtual_memory().available // 2)
-            predictor = predictor_cls(workload, target, calibration_budget_bytes=budget)
+            predictor = predictor_cls(workload, target, calibration_budget_bytes=budget,
+                                      calibration_sizes=_hint_calibration_sizes())
             predicted = predictor.max_batch(capacity)
             keep.append(predictor)
         else:
