@@ -329,3 +329,25 @@ def test_knees_of_two_runs_agree_within_one_doubling(name, budget_scale):
         assert r.knee_batch is not None
         knees.append(r.knee_batch)
     assert abs(math.log2(knees[0] / knees[1])) <= 1, knees
+
+
+def test_what_fits_probes_time_nothing():
+    """knee=False: every probe of the search is memory only (no timed step, no throughput),
+    and the answer is what timed probes give."""
+    r = profile(tiny_workload(), backend=fake(12), timing=THREE_STEPS, knee=False)
+    assert r.max_batch == 12 and r.probes
+    assert all(m.step_times_s == () and m.samples_per_s is None and not m.timed
+               for m in r.probes)
+
+
+def test_what_fits_reuses_the_hints_calibration_readings():
+    """The prediction's real calibration steps (batch 4 and 8 on the CPU) count as probes:
+    not probed again, and the search answer is the one found without them."""
+    limit = measure(tiny_workload(), 20, memory_limit="1GiB", timed=False).peak_allocated_bytes
+    seeded = profile(tiny_workload(), backend=CpuBackend(limit), knee=False)
+    plain = profile(tiny_workload(), backend=CpuBackend(limit), knee=False,
+                    use_prediction=False)
+    assert seeded.max_batch == plain.max_batch >= 20
+    assert any(n.startswith("reused the readings of batch 4, 8") for n in seeded.notes)
+    assert not {4, 8} & {m.batch_size for m in seeded.probes}
+    assert seeded.max_search.probes <= plain.max_search.probes

@@ -120,3 +120,29 @@ def test_real_allocator_failure_counts_as_oom():
                        "memory: you tried to allocate 1 bytes")
     assert backend.is_oom(err) and backend.is_oom(torch.OutOfMemoryError("x"))
     assert not backend.is_oom(RuntimeError("shape mismatch"))
+
+
+def test_memory_only_probe_reads_the_same_memory_and_times_nothing():
+    """measure(timed=False), the max-batch search's probe: the same peak and activation bytes
+    as a timed probe, no timed step, and no throughput (None, never a plausible 0)."""
+    timed = batchprof.measure(tiny_workload(), 8, memory_limit="1GiB", timing=ONE_STEP)
+    seen = []
+
+    class Sampler:
+        def begin_window(self, key):
+            seen.append(key)
+
+        def end_window(self, key):
+            return []
+
+    m = batchprof.measure(tiny_workload(), 8, memory_limit="1GiB", timing=ONE_STEP,
+                          timed=False, sampler=Sampler())
+    assert m.feasible and timed.timed and not m.timed
+    assert m.peak_allocated_bytes == timed.peak_allocated_bytes
+    assert m.activation_bytes == timed.activation_bytes
+    assert m.step_times_s == () and m.samples_per_s is None and m.step_time_median_s is None
+    assert seen == []  # no sampler window: nothing ran to sample
+    assert batchprof.Measurement.from_dict(m.to_dict()) == m
+    over = batchprof.measure(tiny_workload(), 8, memory_limit=m.peak_allocated_bytes - 1,
+                             timed=False)
+    assert not over.feasible and "out of memory" in over.reason

@@ -481,3 +481,44 @@ def test_needs_more_steps():
     assert needs_more_steps(wide)
     assert not needs_more_steps(wide * 80)  # the median is pinned down by then
     assert not needs_more_steps([0.100, 0.101, 0.102, 0.103, 0.104])
+
+
+def _readings(probe, sizes):
+    return [probe(b) for b in sizes]
+
+
+@pytest.mark.parametrize("truth", [3, 8, 13, 51, 300])
+def test_readings_measured_before_the_search_are_not_probed_again(truth):
+    probe = memory_probe(truth)
+    readings = _readings(probe, (1, 2, 4, 8))
+    plain = find_max_batch(probe)
+    reused = find_max_batch(probe, measured=readings)
+    assert reused.max_batch == plain.max_batch == truth
+    fitting = {o.batch_size for o in readings if o.feasible}
+    if truth in fitting:  # its first verdict was the reading: the confirmation runs it once
+        assert sizes(reused).count(truth) == 1 and reused.outcomes[-1].batch_size == truth
+    else:
+        check_sound(reused)
+    # only the answer's confirmation may run a size already read
+    assert all(o.batch_size not in fitting or o.batch_size == truth for o in reused.outcomes)
+    assert reused.probes <= plain.probes
+    assert any("reused the readings of batch 1, 2, 4, 8" in n for n in reused.notes)
+
+
+@pytest.mark.parametrize("ratio, most", [(1.0, 3), (0.9, 4), (1.1, 4), (0.5, 5), (2.0, 5)])
+def test_a_hint_with_readings_is_probed_as_it_is(ratio, most):
+    truth = 51
+    probe = memory_probe(truth)
+    hint = round(truth * ratio)
+    r = find_max_batch(probe, hint=hint, measured=_readings(probe, (4, 8)))
+    assert r.max_batch == truth and r.probes <= most
+    check_sound(r)
+    assert sizes(r)[0] == hint
+    if ratio == 1.0:
+        assert sizes(r) == [51, 52, 51]  # the hint, one above it, the confirmation
+
+
+def test_readings_off_the_grid_or_above_the_bound_are_ignored():
+    probe = memory_probe(40)
+    r = find_max_batch(probe, multiple_of=8, max_batch=32, measured=_readings(probe, (4, 36)))
+    assert r.max_batch == 32 and not any("reused" in n for n in r.notes)

@@ -21,6 +21,7 @@ from batchprof import defaults
 from batchprof.api.options import make_spec
 from batchprof.api.predicted import with_predicted_peaks
 from batchprof.api.run import (
+    _calibration_readings,
     _find_knee_on_one_model,
     _nothing_fits,
     _prediction_hint,
@@ -172,10 +173,13 @@ def profile(
                          else f"{note}; falls back to measurement-only search")
             hint_source = "prediction" if hint is not None else None
         backend.prepare()
-        max_search = find_max_batch(run.outcome, hint=hint, min_batch=spec.min_batch,
+        # Memory-only probes (run.fits): feasibility needs no timing; the knee's sweep times
+        # the sizes it uses. The hint's calibration readings count as probes already run.
+        max_search = find_max_batch(run.fits, hint=hint, min_batch=spec.min_batch,
                                     max_batch=spec.max_batch, multiple_of=spec.multiple_of,
                                     dataset_size=spec.dataset_size,
-                                    capacity_bytes=backend.capacity_bytes())
+                                    capacity_bytes=backend.capacity_bytes(),
+                                    measured=_calibration_readings(predictors, backend))
         if max_search.max_batch is None:
             raise _nothing_fits(run, spec.min_batch, notes)
         if spec.knee:

@@ -17,6 +17,17 @@ from batchprof.units import format_bytes, format_duration
 from batchprof.workloads.base import Workload
 
 
+def _hint_calibration_sizes() -> tuple[int, ...]:
+    """The hint's real calibration steps: the two largest default sizes only. They set the
+    per-sample slope used beyond them (prediction.model.Curve), so the predicted max batch
+    is the same as with every default size whenever it is at least the smaller of the two;
+    the sizes below only sharpen predictions below it, which the search does not need, and
+    each real calibration step costs about as much as a probe (recorder and profiler on)."""
+    from batchprof.prediction.predictor import DEFAULT_CALIBRATION_SIZES
+
+    return tuple(sorted(DEFAULT_CALIBRATION_SIZES))[-2:]
+
+
 def _prediction_hint(workload: Workload, backend: Backend,
                      keep: list[Any] | None = None) -> tuple[int | None, str]:
     """The predicted max batch for this backend's capacity, and a note saying where it came
@@ -48,7 +59,8 @@ def _prediction_hint(workload: Workload, backend: Backend,
             import psutil
 
             budget = min(capacity, psutil.virtual_memory().available // 2)
-            predictor = predictor_cls(workload, target, calibration_budget_bytes=budget)
+            predictor = predictor_cls(workload, target, calibration_budget_bytes=budget,
+                                      calibration_sizes=_hint_calibration_sizes())
             predicted = predictor.max_batch(capacity)
             keep.append(predictor)
         else:
@@ -62,6 +74,25 @@ def _prediction_hint(workload: Workload, backend: Backend,
     return value, f"search seeded by prediction: max batch about {value}"
 
 
+def _calibration_readings(predictors: list[Any], backend: Backend) -> list[Outcome]:
+    """The hint's calibration steps as search Outcomes: real steps at small sizes whose peak
+    was read the way ``measure()`` reads it, so the max-batch search reuses them instead of
+    probing those sizes again (nothing is paid twice for one size). Empty without a
+    calibrated Predictor or a capacity to judge the readings against."""
+    capacity = backend.capacity_bytes()
+    calibration = getattr(predictors[0], "calibration", None) if predictors else None
+    if calibration is None or capacity is None:
+        return []
+    device = "cuda" if backend.name.startswith("cuda") else backend.name
+    if str(calibration.device).split(":")[0] != device:
+        return []
+    return [Outcome(p.batch_size, p.measured_peak_bytes <= capacity,
+                    peak_bytes=p.measured_peak_bytes, capacity_bytes=capacity,
+                    reason=None if p.measured_peak_bytes <= capacity else
+                    "the calibration step's peak exceeds the budget")
+            for p in calibration.points]
+
+
 class _Run:
     """The probes of one profile run, in order, on one backend."""
 
@@ -71,7 +102,7 @@ class _Run:
         self.workload, self.backend, self.timing = workload, backend, timing
         self.sampler, self.on_probe, self.on_status = sampler, on_probe, on_status
         self.probes: list[Measurement] = []
-        self.prober: Callable[[int], Measurement] | None = None  # probe.worker, when isolated
+        self.prober: Callable[..., Measurement] | None = None  # probe.worker, when isolated
         # Finished probes of an earlier, killed run of the same spec (resume): the first one
         # per batch size, handed back instead of running that size again.
         self.replay: dict[int, Measurement] = {}
@@ -81,18 +112,22 @@ class _Run:
         for m in probes:
             self.replay.setdefault(m.batch_size, m)
 
-    def measure(self, batch_size: int) -> Measurement:
-        logged = self.replay.pop(batch_size, None)
-        if logged is not None:  # already in the caller's probe log: not reported again
+    def measure(self, batch_size: int, *, timed: bool = True) -> Measurement:
+        """One probe, kept in ``probes``; ``timed=False``: memory only (probe.step.measure).
+        A size in the resume log is taken from there when the logged probe has what is asked
+        (a memory-only probe does not stand in for a timed one)."""
+        logged = self.replay.get(batch_size)
+        if logged is not None and (logged.timed or not timed):
+            del self.replay[batch_size]
             m = dataclasses.replace(logged, extra={**logged.extra, "resumed_from_log": True})
             self.probes.append(m)
             self.replayed += 1
             return m
         if self.prober is not None:
-            m = self.prober(batch_size)
+            m = self.prober(batch_size, timed=timed)
         else:
             m = measure(self.workload, batch_size, backend=self.backend, timing=self.timing,
-                        sampler=self.sampler)
+                        sampler=self.sampler, timed=timed)
         self.probes.append(m)
         if self.on_probe is not None:
             self.on_probe(m)
@@ -105,8 +140,14 @@ class _Run:
     def outcome(self, batch_size: int) -> Outcome:
         return Outcome.from_measurement(self.measure(batch_size))
 
+    def fits(self, batch_size: int) -> Outcome:
+        """What the max-batch search asks: does it fit, at what peak? A memory-only probe
+        (warm-up + the instrumented step, nothing timed): the knee sweep times what it needs."""
+        return Outcome.from_measurement(self.measure(batch_size, timed=False))
+
     def feasible_outcomes(self) -> list[Outcome]:
-        return [Outcome.from_measurement(m) for m in self.probes if m.feasible]
+        """Feasible probes that were timed (a memory-only probe has no throughput to give)."""
+        return [Outcome.from_measurement(m) for m in self.probes if m.feasible and m.timed]
 
 
 def _noise_blurs(knee: KneeResult) -> bool:

@@ -3,7 +3,10 @@
 The probe builds the workload on the backend's device, runs warm-up steps (the first creates
 optimizer state) under the budget guard, measures one steady-state step inside the backend's
 memory window (with a saved-tensors hook counting activation bytes), then times steps with no
-memory instrumentation active. An out-of-memory step is data: ``feasible=False`` with the
+memory instrumentation active. A memory-only probe (``timed=False``, what the max-batch search
+runs: feasibility needs no timing) stops after the instrumented step: its Measurement has no
+step times (``step_times_s == ()``, ``samples_per_s`` None), so whoever needs throughput times
+that size itself. An out-of-memory step is data: ``feasible=False`` with the
 reason. Cleanup runs after leaving the ``except`` block, because the traceback keeps the step's
 tensors alive until then.
 """
@@ -126,7 +129,7 @@ def _time_steps(step: TrainingStep, backend: Backend, policy: TimingPolicy) -> t
 
 
 def _run_probe(workload: Workload, batch_size: int, backend: Backend, policy: TimingPolicy,
-               sampler: Any, result: dict[str, Any]) -> None:
+               sampler: Any, result: dict[str, Any], timed: bool = True) -> None:
     """Everything that holds tensors lives in this frame, so it dies when the probe ends."""
     step = TrainingStep(workload, batch_size, backend.device)
     _check_model_fits(step, backend)
@@ -137,6 +140,8 @@ def _run_probe(workload: Workload, batch_size: int, backend: Backend, policy: Ti
         result["activation_bytes"] = step.run_counting_activations()
     result["reading"] = reading
     result["loss"] = step.loss_value
+    if not timed:  # memory only: no timed steps, no sampler window
+        return
     key = f"batch-{batch_size}-{id(step)}"
     if sampler is not None:
         sampler.begin_window(key)
@@ -157,8 +162,14 @@ def measure(
     backend: Backend | None = None,
     sampler: Any = None,
     seed: int = 0,
+    timed: bool = True,
 ) -> Measurement:
     """Measure one batch size: feasibility, peak memory, activation bytes, step times.
+
+    ``timed=False`` measures memory only: the warm-up step(s) and the one instrumented step,
+    no timed steps and no sampler window; the Measurement's ``step_times_s`` is ``()`` and its
+    ``samples_per_s`` None (``m.timed`` is False). What the max-batch search needs, at about
+    a third of a timed probe's steps.
 
     An OOM (or exceeding ``memory_limit``) returns ``feasible=False`` with the reason.
     Raises ConfigError/BudgetError/WorkloadError for bad input, and StepError when the step
@@ -179,7 +190,7 @@ def measure(
     oom_reason: str | None = None
     failure: BaseException | None = None
     try:
-        _run_probe(workload, batch_size, backend, policy, sampler, result)
+        _run_probe(workload, batch_size, backend, policy, sampler, result, timed)
     except (BudgetError, ConfigError):
         raise
     except Exception as exc:  # noqa: BLE001 - classified just below, by type

@@ -52,9 +52,9 @@ def _serve(spec: WorkerSpec, conn: Any) -> None:  # pragma: no cover - runs in t
             return
         if request is None:
             return
-        batch_size = request
+        batch_size, timed = request if isinstance(request, tuple) else (request, True)
         try:
-            m = measure(workload, batch_size, backend=backend, timing=spec.timing)
+            m = measure(workload, batch_size, backend=backend, timing=spec.timing, timed=timed)
         except errors.BatchprofError as exc:
             conn.send(("error", type(exc).__name__, str(exc)))
             continue
@@ -122,14 +122,15 @@ class ProbeWorker:
         self._proc = self._conn = None
         return code
 
-    def measure(self, batch_size: int) -> Measurement:
+    def measure(self, batch_size: int, *, timed: bool = True) -> Measurement:
+        """``probe.measure`` in the worker; ``timed=False``: memory only (no timed steps)."""
         if self._proc is None or not self._proc.is_alive():
             if self._proc is not None:
                 self._reap()
             self._start()
         started = time.perf_counter()
         try:
-            self._conn.send(batch_size)
+            self._conn.send((batch_size, timed))
             kind, a, b = self._conn.recv()
         except (EOFError, BrokenPipeError, ConnectionResetError):
             return self._crashed(batch_size, self._reap(), time.perf_counter() - started)
@@ -178,10 +179,10 @@ def isolated_prober(worker: ProbeWorker, sampler: Any = None) -> Any:
     samplers such as NVML see the worker's kernels; psutil samples this process) around it."""
     import dataclasses
 
-    def probe(batch_size: int) -> Measurement:
+    def probe(batch_size: int, *, timed: bool = True) -> Measurement:
         key = f"isolated-batch-{batch_size}-{time.perf_counter_ns()}"
-        if sampler is None:
-            return worker.measure(batch_size)
+        if sampler is None or not timed:  # a memory-only probe has no sampler window
+            return worker.measure(batch_size, timed=timed)
         sampler.begin_window(key)
         try:
             m = worker.measure(batch_size)

@@ -108,6 +108,12 @@ class Measurement:
         return self.step_times.noisy
 
     @property
+    def timed(self) -> bool:
+        """False for a memory-only probe (``measure(timed=False)``, the max-batch search's):
+        no step was timed, so there is no throughput here to reuse; time the size again."""
+        return bool(self.step_times_s)
+
+    @property
     def samples_per_s(self) -> float | None:
         return self.step_times.samples_per_s(self.batch_size)
 

@@ -11,12 +11,17 @@ Probes of ``find_max_batch`` (start 1, granularity 1, true answer M):
   memory (close to affine in b): 5 probes for any M when memory is affine, with or without a
   hint within 10%; where memory is not affine, one failed extrapolation costs one probe over
   the budget, after which the plain ladder takes over.
+- Outcomes ``measured`` before the search (the prediction's calibration steps, which ran the
+  real step at small sizes and read its peak): their verdicts and peaks count as if probed and
+  those sizes are not probed again; with a hint as well, the search probes the hint itself
+  first (the readings below bracket a hint that is too high, and give the secant through it
+  when it fits): 3 probes when the hint is exact (hint, hint + 1, the confirmation).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from batchprof.errors import ConfigError
@@ -100,6 +105,25 @@ class _MaxBatchSearch:
         self.start = 1
         self.first = 0  # index of the first probe
         self.predicted: bool | None = None  # what memory extrapolation expected of the next probe
+        self.measured: list[Outcome] = []  # known before the search; never probed again
+
+    def reuse(self, measured: Sequence[Outcome]) -> None:
+        """Verdicts and peaks read before the search, at sizes on the grid, as if probed."""
+        top = self.grid.top_index
+        for o in measured:
+            i = self.grid.down(o.batch_size)
+            if i is None or self.grid.size(i) != o.batch_size or (top is not None and i > top):
+                continue
+            self.measured.append(o)
+            self.known[i] = o.feasible
+            if o.feasible:
+                self.lo = i if self.lo is None else max(self.lo, i)
+            else:
+                self.hi = i if self.hi is None else min(self.hi, i)
+        if self.measured:
+            self.notes.append("reused the readings of batch "
+                              f"{', '.join(str(o.batch_size) for o in self.measured)} "
+                              "measured before the search (not probed again)")
 
     def run(self, i: int) -> Outcome:
         b = self.grid.size(i)
@@ -178,8 +202,8 @@ class _MaxBatchSearch:
             cap = next((o.capacity_bytes for o in reversed(self.outcomes)
                         if o.capacity_bytes is not None), None)
         lo_size = self.grid.size(self.lo)
-        pts = sorted({o.batch_size: o.peak_bytes for o in self.outcomes if o.feasible
-                      and o.peak_bytes and o.batch_size <= lo_size}.items())
+        pts = sorted({o.batch_size: o.peak_bytes for o in [*self.measured, *self.outcomes]
+                      if o.feasible and o.peak_bytes and o.batch_size <= lo_size}.items())
         if cap is None or not pts:
             return None, False
         if len(pts) == 1:
@@ -217,7 +241,8 @@ def find_max_batch(probe: Callable[[int], Outcome], *, start: int = 1, hint: int
                    dataset_size: int | None = None,
                    on_probe: Callable[[Outcome], None] | None = None,
                    extrapolate: bool = True,
-                   capacity_bytes: int | None = None) -> MaxBatchResult:
+                   capacity_bytes: int | None = None,
+                   measured: Sequence[Outcome] = ()) -> MaxBatchResult:
     """Largest batch size that fits: grow (doubling) from ``start``, or try the window a ``hint``
     claims (hint/1.1 .. hint/0.9, i.e. +-10%), then bisect between the last fit and the first
     failure. Candidates are multiples of ``multiple_of`` (and ``min_batch``) within
@@ -231,6 +256,12 @@ def find_max_batch(probe: Callable[[int], Outcome], *, start: int = 1, hint: int
 
     ``capacity_bytes`` is what feasibility is judged against (the memory extrapolation needs it);
     without it the search reads it from the Outcomes that carry it.
+
+    ``measured``: Outcomes read before the search (e.g. the prediction's calibration steps);
+    sizes on the grid count as probed (verdict and peak) and are not probed again; they are
+    not in the result's ``outcomes`` / ``probes``. With a ``hint`` too, the first probe is the
+    hint itself (module docstring). The answer is still a size this search ran: the
+    confirmation re-runs it.
 
     Raises ConfigError (naming the parameter) for inconsistent bounds; exceptions from ``probe`` propagate (the
     caller has already seen every Outcome through ``on_probe``).
@@ -248,6 +279,7 @@ def find_max_batch(probe: Callable[[int], Outcome], *, start: int = 1, hint: int
     top = min(bounds) if bounds else None
     grid = _Grid(min_batch, multiple_of, top)
     s = _MaxBatchSearch(probe, grid, on_probe, extrapolate, capacity_bytes)
+    s.reuse(measured)
     if hint is not None:
         hint = check_int("hint", hint)
         clamped = min(max(hint, min_batch), top if top is not None else hint)
@@ -255,6 +287,8 @@ def find_max_batch(probe: Callable[[int], Outcome], *, start: int = 1, hint: int
             s.notes.append(f"hint {hint} clamped to {clamped} (the allowed range)")
         bottom = grid.down(clamped * 10 // 11)  # fits if the hint is within 10% of the truth
         first = 0 if bottom is None else bottom
+        if s.measured:  # readings below bracket the hint: try it as it is
+            first = max(first, grid.down(clamped) or 0)
         s.soft_hi = grid.up(clamped * 10 // 9 + 1)
         s.hinted = True
     else:
@@ -262,7 +296,7 @@ def find_max_batch(probe: Callable[[int], Outcome], *, start: int = 1, hint: int
     if grid.top_index is not None:
         first = min(first, grid.top_index)
     s.first, s.start = first, grid.size(first)
-    s.search(first)
+    s.search(first if first not in s.known else s.next_index())
     while s.lo is not None and not s.confirm():
         s.search(s.next_index())
 
