@@ -103,22 +103,22 @@ class _Run:
         self.sampler, self.on_probe, self.on_status = sampler, on_probe, on_status
         self.probes: list[Measurement] = []
         self.prober: Callable[..., Measurement] | None = None  # probe.worker, when isolated
-        # Finished probes of an earlier, killed run of the same spec (resume): the first one
-        # per batch size, handed back instead of running that size again.
-        self.replay: dict[int, Measurement] = {}
+        # Finished probes of an earlier, killed run of the same spec (resume), per batch size
+        # in log order, handed back instead of running that size again.
+        self.replay: dict[int, list[Measurement]] = {}
         self.replayed = 0
 
     def replay_from(self, probes: Sequence[Measurement]) -> None:
         for m in probes:
-            self.replay.setdefault(m.batch_size, m)
+            self.replay.setdefault(m.batch_size, []).append(m)
 
     def measure(self, batch_size: int, *, timed: bool = True) -> Measurement:
         """One probe, kept in ``probes``; ``timed=False``: memory only (probe.step.measure).
-        A size in the resume log is taken from there when the logged probe has what is asked
-        (a memory-only probe does not stand in for a timed one)."""
-        logged = self.replay.get(batch_size)
-        if logged is not None and (logged.timed or not timed):
-            del self.replay[batch_size]
+        A size in the resume log is taken from there (the next logged probe of that size) when
+        it has what is asked: a memory-only probe does not stand in for a timed one."""
+        queue = self.replay.get(batch_size)
+        if queue and (queue[0].timed or not timed):
+            logged = queue.pop(0)
             m = dataclasses.replace(logged, extra={**logged.extra, "resumed_from_log": True})
             self.probes.append(m)
             self.replayed += 1
