@@ -42,3 +42,36 @@ def test_clean_workload_has_no_leak():
                           use_prediction=False, knee=False)
     assert r.leak is None
     assert all(m.extra.get("rss_after_bytes") for m in r.probes)
+
+
+def _live_cpu_tensor_bytes() -> int:
+    import gc
+    import warnings
+
+    import torch
+
+    gc.collect()
+    seen = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for obj in gc.get_objects():
+            try:
+                if isinstance(obj, torch.Tensor) and obj.device.type == "cpu":
+                    seen[obj.untyped_storage().data_ptr()] = obj.untyped_storage().nbytes()
+            except Exception:  # noqa: BLE001 - some objects misbehave under isinstance
+                continue
+    return sum(seen.values())
+
+
+def test_a_step_stopped_mid_forward_by_the_budget_keeps_nothing_alive():
+    """The transformer at 52 under 128 MiB fits its warm-up but the budget guard stops the
+    instrumented step in the loss (activations saved, no backward): before the fix each such
+    probe kept its ~98 MiB of activations (saved outputs held their own grad_fn) and the next
+    probe at 51 was reported as a leak."""
+    w = batchprof.load_workload("transformer")
+    backend = batchprof.make_backend("cpu", 128 * 2**20)
+    before = _live_cpu_tensor_bytes()
+    probes = [batchprof.measure(w, b, backend=backend, timing=FAST) for b in (51, 52, 51)]
+    assert [m.feasible for m in probes] == [True, False, True]
+    assert _live_cpu_tensor_bytes() == before
+    assert find_leak(probes) is None

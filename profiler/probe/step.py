@@ -86,7 +86,12 @@ class TrainingStep:
             storage = t.untyped_storage()
             if storage.data_ptr() not in state_ptrs:
                 saved[id(storage)] = storage
-            return t
+            # A detached alias (same storage and version counter, no grad_fn), not ``t``: a
+            # saved *output* handed back as itself holds its own grad_fn, a cycle through C++
+            # that the garbage collector cannot see. Backward breaks it; a step stopped
+            # mid-forward by an OOM never runs backward, and each such probe of the transformer
+            # kept its 98 MiB of activations alive (a false "LEAK" note, a real one).
+            return t.detach()
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             loss = self.workload.loss_fn(self.model, self.batch)
