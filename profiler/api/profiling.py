@@ -42,6 +42,8 @@ from batchprof.spec import RunSpec, throughput_ladder
 from batchprof.workloads.base import Workload
 from batchprof.workloads.registry import load_workload
 
+BUDGET_RESERVE = 0.05  # of the time budget, kept for the fits and the report after the sweep
+
 
 def _environment(backend: Backend) -> dict[str, Any]:
     try:
@@ -100,6 +102,7 @@ def profile(
     noise_scale: bool | Any = False,
     spec: RunSpec | None = None,
     isolate: bool = False,
+    time_budget_s: float | str | None = defaults.TIME_BUDGET_S,
 ) -> ProfileResult:
     """Find the largest batch that fits and the throughput knee for ``workload``.
 
@@ -126,6 +129,13 @@ def profile(
     ``crashed`` probe, treated as not fitting, and the run goes on; ``workload`` must then be
     a name or ``"module:attr"`` (the worker imports it). Off by default in the API (a worker
     costs a process start and a torch import); the CLI turns it on.
+
+    ``time_budget_s`` (seconds, or "60s", "2m"; None: unbounded) bounds the whole run: the
+    throughput ladder skips the sizes it has no time for, and the knee sweep stops when the
+    budget ends, returning the knee of what it measured (``knee.budget_ended``, a note, and
+    an honest confidence). The max-batch search always finishes: its answer must be exact.
+    ``on_status`` receives :class:`batchprof.records.status.RunStatus` (``str()`` of it is a
+    plain line): the phase, elapsed seconds and an estimate of what is left.
     """
     clock = time.perf_counter()
     started_at = datetime.now().astimezone().isoformat(timespec="seconds")
@@ -135,7 +145,7 @@ def profile(
             device, memory_limit, min_batch=min_batch, max_batch=max_batch,
             multiple_of=multiple_of, dataset_size=dataset_size, alpha=alpha, hint=hint,
             use_prediction=use_prediction, knee=knee, roofline=roofline, timing=timing,
-            resolve=resolve_device if backend is None else None)
+            resolve=resolve_device if backend is None else None, time_budget_s=time_budget_s)
         notes += decided
     wl = load_workload(workload)
     if backend is None:
@@ -147,7 +157,8 @@ def profile(
         raise ConfigError(f"nothing bounds the search on {backend.name}: give a memory limit "
                           "(memory_limit), max_batch or dataset_size")
     hint, hint_source = spec.hint, ("user" if spec.hint is not None else None)
-    run = _Run(wl, backend, spec.timing, sampler, on_probe, on_status)
+    run = _Run(wl, backend, spec.timing, sampler, on_probe, on_status, started=clock,
+               budget_s=spec.time_budget_s)
     predictors: list[Any] = []  # the Predictor behind the hint, if any
     worker = _isolation_worker(workload, wl, backend, spec.timing, isolate)
     if worker is not None:
@@ -170,13 +181,28 @@ def profile(
         if max_search.max_batch is None:
             raise _nothing_fits(run, spec.min_batch, notes)
         if spec.knee:
+            budget = spec.time_budget_s
+            # a little of the budget is kept for what follows the sweep (fits, report)
+            deadline = None if budget is None else clock + budget * (1 - BUDGET_RESERVE)
             seen = {m.batch_size for m in run.probes}
             ladder = throughput_ladder(spec.min_batch, max_search.max_batch, spec.multiple_of)
+            run.phase = "throughput ladder"
+            skipped = []
             for b in ladder:
-                if b not in seen:  # reuse what the search measured; never re-run a failure
-                    run.measure(b)
+                if b in seen:  # reuse what the search measured; never re-run a failure
+                    continue
+                if deadline is not None and time.perf_counter() > deadline:
+                    skipped.append(b)
+                    continue
+                run.measure(b)
+            if skipped:
+                notes.append(f"the time budget ended before the ladder sizes "
+                             f"{', '.join(map(str, skipped))} were probed; the knee is read "
+                             "without them")
+            run.phase = "knee sweep"
             knee_result = _find_knee_on_one_model(run, ladder, spec.alpha, spec.multiple_of,
-                                                  notes)
+                                                  notes, deadline=deadline, run_started=clock,
+                                                  budget_s=budget)
     except KeyboardInterrupt:
         interrupted = True
         gc.collect()  # the interrupted step's tensors: measure() never reached its cleanup
