@@ -357,9 +357,11 @@ def test_noisy_knees_of_two_runs_are_within_one_doubling():
 
 
 def test_high_confidence_noisy_knees_stay_near_the_clean_knee():
+    # spreads up to 20%: at 50% (noisy's default) the rule's 10% is rarely resolved and the
+    # knee is, honestly, mostly "ambiguous" (see test_knee_driver)
     for curve in (hyperbolic, corner):
         clean = find_knee(exact(curve)).knee_batch
-        results = [find_knee(noisy(curve, seed)) for seed in range(20)]
+        results = [find_knee(noisy(curve, seed, max_iqr=0.2)) for seed in range(20)]
         high = [r for r in results if r.confidence == "high"]
         assert len(high) >= 6  # the flag is not simply always raised
         for r in high:
@@ -449,7 +451,8 @@ def test_points_without_step_times_use_the_plain_alpha_rule_and_are_ambiguous():
     points = [Outcome(b, True, samples_per_s=hyperbolic(b)) for b in LADDER]
     result = find_knee(points)
     assert result.knee_batch == 256 and result.confidence == "ambiguous"
-    assert result.knee_interval is None
+    # an assumed 10% spread per point: the interval says where the knee could be
+    assert result.knee_interval[0] <= 256 <= result.knee_interval[1]
 
 
 def test_repeated_sizes_are_pooled_and_infeasible_ones_ignored():

@@ -253,7 +253,7 @@ def profile(
         environment=_environment(backend), started_at=started_at,
         elapsed_s=time.perf_counter() - clock, interrupted=interrupted,
         error=None if failure is None else f"{type(failure).__name__}: {failure}",
-        noise_scale=noise, leak=leak,
+        noise_scale=noise, leak=leak, tokens_per_sample=wl.tokens_per_sample,
     )
     if failure is not None:
         failure.partial_result = result  # type: ignore[attr-defined]

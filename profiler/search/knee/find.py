@@ -188,14 +188,17 @@ def find_knee(points: Sequence[Outcome], *, alpha: float = 0.9,
                      "nearest size that does")
     if knee95 is None:
         notes.append("no size from the knee up reaches 95% of the best measured throughput")
-    lo, hi = measured.resolution(pts, alpha)
-    if len(pts) >= 2 and hi > 2 * lo:
+    lo, hi, sure = measured.resolution(pts, alpha)
+    knee_point = next(p for p in pts if p.batch_size == knee)
+    unresolved = measured.ratio_se(knee_point, best, alpha) > (1 - alpha) / 2
+    if len(pts) >= 2 and (hi > 2 * lo or unresolved):
         confidence = "ambiguous"
-        interval = (min(lo, interval[0]), max(hi, interval[1])) if interval else (lo, hi)
+        top = max(hi, sure) if unresolved else hi
+        interval = (min(lo, interval[0]), max(top, interval[1])) if interval else (lo, top)
         notes.append(f"spread: the measured throughputs (median spread "
                      f"{statistics.median(measured.relative_sd(p) for p in pts):.0%} of a "
-                     f"point) cannot tell the knee apart anywhere in {lo}..{hi}; the rule "
-                     f"needs differences of {1 - alpha:.0%} resolved")
+                     f"point) cannot tell the knee apart anywhere in {interval[0]}.."
+                     f"{interval[1]}; the rule needs differences of {1 - alpha:.0%} resolved")
     if drift is not None and drift > 1 - alpha and not drift_corrected:
         confidence = "ambiguous"
         notes.append(f"drift: rounds differed by {drift:.0%} and too few rounds were run to "

@@ -74,14 +74,25 @@ def settle_knee_95(points: Sequence[TimedPoint], knee: int, smoothed_95: int,
     return None
 
 
-def resolution(points: Sequence[TimedPoint], alpha: float) -> tuple[int, int]:
-    """(lo, hi): the smallest size that meets the rule within its spread (``meets``), and the
-    smallest whose measured median meets it outright. The spreads cannot tell a knee anywhere
-    in lo..hi from the right one."""
+def resolution(points: Sequence[TimedPoint], alpha: float) -> tuple[int, int, int]:
+    """(lo, hi, sure): the smallest size that meets the rule within its spread (``meets``),
+    the smallest whose measured median meets it outright, and the smallest that meets it
+    by MEETS_SE standard errors to spare (the best when none does). The spreads cannot tell
+    a knee anywhere in lo..hi from the right one; lo..sure is the honest interval when they
+    are too wide for the rule."""
     best = best_measured(points)
     lo = min(p.batch_size for p in points if meets(p, best, alpha))
     hi = min(p.batch_size for p in points if p.samples_per_s >= alpha * best.samples_per_s)
-    return min(lo, hi), max(lo, hi)
+    sure = min([p.batch_size for p in points
+                if p is not best and _margin(p, best, alpha) >= MEETS_SE] + [best.batch_size])
+    return min(lo, hi), max(lo, hi), max(lo, hi, sure)
+
+
+def ratio_se(p: TimedPoint, best: TimedPoint, alpha: float) -> float:
+    """Standard error of p's throughput as a share of the best (what the rule compares)."""
+    if p is best:  # the reference itself: its own uncertainty
+        return _sd(p) / p.samples_per_s
+    return math.hypot(_sd(p), alpha * _sd(best)) / best.samples_per_s
 
 
 def clip_fit(points: Sequence[TimedPoint], fit: Sequence[float]) -> list[float]:
