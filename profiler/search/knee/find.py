@@ -123,6 +123,8 @@ def find_knee(points: Sequence[Outcome], *, alpha: float = 0.9,
         pts = timed_points(outcomes)
         w = [p.weight for p in pts]
         fit, falls = fit_throughput([p.samples_per_s for p in pts], w, None)
+        # a measured fall also rules out the step-time model (it cannot fall)
+        falls = falls or (bool(pts) and measured.measured_fall(pts) is not None)
         # tolerance needs measured spreads; without step times the weights are guesses
         return pts, fit, falls, (w if all(len(p.step_times_s) >= 3 for p in pts) else None)
 
@@ -230,7 +232,7 @@ def find_knee(points: Sequence[Outcome], *, alpha: float = 0.9,
         knee_batch=knee, knee_batch_95=knee95, alpha=alpha, max_samples_per_s=max(shown),
         fitted=tuple(zip(sizes, shown, strict=True)), gain_per_doubling=gains,
         kneedle_batch=kneedle, agree=agree, confidence=confidence, notes=tuple(notes),
-        knee_interval=interval, peak_batch=peak, throughput_falls=falls or fall is not None,
+        knee_interval=interval, peak_batch=peak, throughput_falls=falls,
         plateau_batch=plateau, refined=tuple(refined), fit_knee_batch=fit_knee,
         step_time_model=model, best_measured_samples_per_s=best.samples_per_s,
         best_measured_batch=best.batch_size,
