@@ -131,7 +131,7 @@ def _find_knee_on_one_model(run: _Run, ladder: list[int], alpha: float, multiple
         driver = SweepDriver(timer.visit, time.perf_counter, plan, alpha=alpha,
                              multiple_of=multiple_of, probe=run.outcome, step_s=step_s,
                              on_status=run.status, run_started=run_started)
-        return driver.run(feasible)
+        return driver.run(feasible, fallback=run.feasible_outcomes())
     except Exception as exc:
         if not run.backend.is_oom(exc):
             raise

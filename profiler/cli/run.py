@@ -107,15 +107,18 @@ class _Progress:
         self.console.print(probe_line(self.count, m), highlight=False, soft_wrap=True)
 
     def status(self, status: Any) -> None:
+        from rich.markup import escape
+
         phase = getattr(status, "phase", "")
         if self.bar is None:  # plain lines: a probe prints its own; a sweep round says so here
             if phase == "knee sweep":
-                self.console.print(f"  [dim]{status}[/]", highlight=False, soft_wrap=True)
+                self.console.print(f"  [dim]{escape(str(status))}[/]", highlight=False,
+                                   soft_wrap=True)
             return
         elapsed, left = status.elapsed_s, status.remaining_s
         self.bar.update(self.task, completed=elapsed,
                         total=None if left is None else elapsed + left,
-                        description=f"{phase}: {status.message}"
+                        description=escape(f"{phase}: {status.message}")
                         + ("" if left is None else f", about {left:.0f} s left"))
 
 

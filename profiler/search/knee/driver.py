@@ -128,7 +128,10 @@ class SweepDriver:
         if self.on_status is None:
             return
         now = self.clock()
-        left = max(0, self.plan.rounds - self.rounds) * self.round_cost(sizes)
+        # the ladder rounds still planned, and at least one more below the cap (an ambiguous
+        # knee asks for it)
+        planned = min(self.plan.max_rounds, max(self.plan.rounds, self.rounds + 1))
+        left = (planned - self.rounds) * self.round_cost(sizes)
         if self.plan.deadline is not None:
             left = min(left, max(0.0, self.plan.deadline - now))
         self.on_status(RunStatus(
@@ -186,13 +189,19 @@ class SweepDriver:
             return timed
         return replace(timed, peak_bytes=probed.peak_bytes, capacity_bytes=probed.capacity_bytes)
 
-    def run(self, sizes: Sequence[int]) -> KneeResult:
+    def run(self, sizes: Sequence[int], fallback: Sequence[Outcome] = ()) -> KneeResult:
         """The knee of ``sizes``: ladder rounds, more while ambiguous, refinement, within
-        the plan; notes say how many rounds ran and why the sweep stopped."""
+        the plan; notes say how many rounds ran and why the sweep stopped. When not one
+        visit could be made, the knee is read off ``fallback`` (the probes' own timings)."""
         sizes = sorted(set(sizes))
         for _ in range(self.plan.rounds):
             if not self.round(sizes, "ladder"):
                 break
+        if not self.visits:
+            knee = find_knee(fallback, alpha=self.alpha, multiple_of=self.multiple_of)
+            knee = replace(knee, notes=(*knee.notes, "no sweep round fitted in the time left; "
+                                        "the knee uses each probe's own timing"))
+            return self._finish(knee)
         knee = self.read()
         while (knee.confidence == "ambiguous" and len(knee.fitted) >= 3 and not self.budget_ended
                and self.rounds < self.plan.max_rounds):

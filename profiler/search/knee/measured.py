@@ -49,8 +49,13 @@ def _margin(p: TimedPoint, best: TimedPoint, alpha: float) -> float:
 
 
 def meets(p: TimedPoint, best: TimedPoint, alpha: float) -> bool:
-    """Does p's own measured throughput reach alpha x best within its spread?"""
-    return p is best or _margin(p, best, alpha) >= -MEETS_SE
+    """Does p's own measured throughput reach alpha x best within its spread? The spread
+    forgives at most another (1 - alpha) of the best: a point too noisy to say anything
+    (a microsecond step) must not make a knee of a size measured at 5% of the best."""
+    if p is best:
+        return True
+    floor = (2 * alpha - 1) * best.samples_per_s
+    return _margin(p, best, alpha) >= -MEETS_SE and p.samples_per_s >= floor
 
 
 def settle_knee(points: Sequence[TimedPoint], smoothed: int, alpha: float) -> int:
