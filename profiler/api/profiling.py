@@ -187,18 +187,21 @@ def profile(
             seen = {m.batch_size for m in run.probes}
             ladder = throughput_ladder(spec.min_batch, max_search.max_batch, spec.multiple_of)
             run.phase = "throughput ladder"
+            # the ladder's probes (memory at each size) get half of the time left; the sweep
+            # times every ladder size on one model, probed or not (below the max they fit)
+            now = time.perf_counter()
+            ladder_end = None if deadline is None else now + max(0.0, deadline - now) / 2
             skipped = []
             for b in ladder:
                 if b in seen:  # reuse what the search measured; never re-run a failure
                     continue
-                if deadline is not None and time.perf_counter() > deadline:
+                if ladder_end is not None and time.perf_counter() > ladder_end:
                     skipped.append(b)
                     continue
                 run.measure(b)
             if skipped:
-                notes.append(f"the time budget ended before the ladder sizes "
-                             f"{', '.join(map(str, skipped))} were probed; the knee is read "
-                             "without them")
+                notes.append(f"time budget: the ladder sizes {', '.join(map(str, skipped))} "
+                             "were not probed for memory (the knee sweep times them)")
             run.phase = "knee sweep"
             knee_result = _find_knee_on_one_model(run, ladder, spec.alpha, spec.multiple_of,
                                                   notes, deadline=deadline, run_started=clock,

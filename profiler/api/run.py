@@ -117,7 +117,12 @@ def _find_knee_on_one_model(run: _Run, ladder: list[int], alpha: float, multiple
     runs out of memory (a CUDA allocator fragmented by several sizes), the knee falls back to
     the probes' own times, and a note says so.
     """
-    feasible = sorted({m.batch_size for m in run.probes if m.feasible and m.batch_size in ladder})
+    # every ladder size not found infeasible: below the max batch, unprobed ones fit too (if
+    # memory were not monotone here, the sweep's OOM falls back to the probes' timings)
+    fits = {m.batch_size for m in run.probes if m.feasible}
+    failed = {m.batch_size for m in run.probes if not m.feasible} - fits
+    top = max(fits, default=0)
+    feasible = sorted(b for b in ladder if b not in failed and b <= top)
     policy = run.timing or TimingPolicy()
     now = time.perf_counter()
     plan = SweepPlan(rounds=policy.sweep_rounds, max_rounds=policy.max_sweep_rounds,

@@ -176,7 +176,8 @@ def find_knee(points: Sequence[Outcome], *, alpha: float = 0.9,
     else:
         confidence = "ambiguous"
         notes.append("no step times to judge the noise by")
-    if len(pts) < 3:
+    few = len(pts) < 3
+    if few:
         confidence = "ambiguous"
         notes.append(f"only {len(pts)} batch size(s) timed; a knee needs a curve")
     # Every stated figure settled on the measured points (see batchprof.search.knee.measured)
@@ -205,6 +206,8 @@ def find_knee(points: Sequence[Outcome], *, alpha: float = 0.9,
         confidence = "ambiguous"
         notes.append(f"drift: rounds differed by {drift:.0%} and too few rounds were run to "
                      "divide it out")
+    if few:  # no curve below the smallest timed size: the knee may lie anywhere under it
+        interval = (min(multiple_of, sizes[0]), max(knee, interval[1] if interval else knee))
     if interval is not None and not interval[0] <= knee <= interval[1]:
         interval = (min(interval[0], knee), max(interval[1], knee))
     shown = measured.clip_fit(pts, fit)
