@@ -42,7 +42,7 @@ from batchprof.spec import RunSpec, throughput_ladder
 from batchprof.workloads.base import Workload
 from batchprof.workloads.registry import load_workload
 
-BUDGET_RESERVE = 0.05  # of the time budget, kept for the fits and the report after the sweep
+BUDGET_RESERVE = 0.10  # of the time budget, kept for the fits and the report after the sweep
 
 
 def _environment(backend: Backend) -> dict[str, Any]:
