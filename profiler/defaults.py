@@ -19,6 +19,10 @@ WORKLOAD = "transformer"  # a built-in name (batchprof.workloads.BUILTINS)
 DEVICE = "auto"
 CPU_MEMORY_LIMIT = "128MiB"
 ROOFLINE = False
+# The whole run's time budget (seconds): the knee sweep stops when it ends and reports what it
+# measured (see batchprof.search.knee.driver). None in the API means unbounded; the CLI and
+# profile() default to this.
+TIME_BUDGET_S = 25.0
 ALPHA = 0.9  # the knee: smallest batch with throughput >= ALPHA x the best
 PREDICT_BATCH_SIZES = "1,8,64,512"
 PLAN_GPUS = "H100-80GB,A100-40GB,A100-80GB,L4-24GB,T4-16GB,RTX4090-24GB"

@@ -86,8 +86,15 @@ class RunSpec:
     knee: bool = True
     roofline: bool = defaults.ROOFLINE
     timing: TimingPolicy = field(default_factory=TimingPolicy)
+    # Seconds the whole run may take (None: unbounded); the knee sweep ends at the deadline.
+    time_budget_s: float | None = defaults.TIME_BUDGET_S
 
     def __post_init__(self) -> None:
+        budget = self.time_budget_s
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
+                                   or not budget > 0 or budget != budget):
+            raise ConfigError(f"time_budget_s must be a positive number of seconds or None, "
+                              f"got {budget!r}")
         _positive("min_batch", self.min_batch)
         _positive("multiple_of", self.multiple_of)
         if self.max_batch is not None:

@@ -1,4 +1,4 @@
-"""Byte quantities: parse what users type, format what we print."""
+"""Byte quantities and durations: parse what users type, format what we print."""
 
 from __future__ import annotations
 
@@ -46,6 +46,29 @@ def parse_bytes(value: int | float | str) -> int:
     if isinstance(value, str) and match.group(1).isdigit():  # the pattern allows ASCII only
         return int(match.group(1)) * _UNITS[unit]  # integers stay exact
     return int(number * _UNITS[unit])
+
+
+_DURATION_UNITS = {"": 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: int | float | str) -> float:
+    """Turn ``60``, ``"60s"``, ``"2m"``, ``"1.5min"`` or ``"1h"`` into positive seconds.
+
+    Raises ConfigError naming the bad value and the accepted forms.
+    """
+    hint = "expected seconds or a number with a unit, e.g. 60, 60s, 2m, 1.5min"
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"cannot read time budget {value!r}; {hint}")
+    if isinstance(value, str):
+        match = _PATTERN.match(value)
+        if not match or match.group(2).lower() not in _DURATION_UNITS:
+            raise ConfigError(f"cannot read time budget {value!r}; {hint}")
+        seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
+    else:
+        seconds = float(value)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(f"time budget must be a positive duration, got {value!r}; {hint}")
+    return seconds
 
 
 def format_bytes(n: int | float | None) -> str:

@@ -63,6 +63,37 @@ def test_max_knee_and_recommendation_on_a_scripted_curve():
     assert any(n.startswith("prediction unavailable") for n in r.notes)
 
 
+def test_a_spent_time_budget_ends_the_ladder_and_the_sweep_and_says_so(monkeypatch):
+    """The run's clock jumps past the budget once the max search is done: no ladder probe and
+    no sweep round after that; the knee comes from what was measured, and notes say why."""
+    import batchprof.api.profiling as profiling
+    import batchprof.search.knee.driver  # noqa: F401 - the driver reads the same clock
+
+    backend = fake(12)
+    seen: list = []
+    real = profiling.time.perf_counter
+    offset = {"s": 0.0}
+    monkeypatch.setattr(profiling.time, "perf_counter", lambda: real() + offset["s"])
+
+    def on_status(status):
+        seen.append(status)
+        if status.phase == "max-batch search" and len(seen) >= 3:
+            offset["s"] = 3600.0  # an hour later: the budget is long spent
+
+    r = profile(tiny_workload(), backend=backend, timing=THREE_STEPS, time_budget_s="30s",
+                on_status=on_status)
+    assert r.max_batch == 12 and r.knee is not None and r.knee_batch is not None
+    assert r.knee.rounds == 0 and r.knee.budget_ended and r.knee.confidence == "ambiguous"
+    assert any("time budget ended" in n for n in r.notes)
+    assert r.spec.time_budget_s == 30
+    assert all(s.elapsed_s >= 0 and s.budget_s == 30 for s in seen)
+
+
+def test_time_budget_must_be_a_duration():
+    with pytest.raises(ConfigError, match="time budget"):
+        profile(tiny_workload(), backend=fake(12), time_budget_s="soon")
+
+
 def test_throughput_still_rising_at_the_limit_recommends_the_max():
     r = profile(tiny_workload(), backend=fake(6, plateau_at=1000), timing=THREE_STEPS)
     assert r.max_batch == 6 and r.knee_batch == 6 and r.recommended_batch == 6

@@ -74,7 +74,7 @@ def test_write_report_files_read_back(result, tmp_path):
     assert "| max feasible batch | 12 |" in summary
     assert "| knee (alpha = 0.9) | 8 |" in summary
     low, high = result.knee.knee_interval
-    assert f"| knee range (resampled, 10th-90th pct) | {low}..{high} |" in summary
+    assert f"| knee range (resampling and measured spreads) | {low}..{high} |" in summary
     source = ("step-time model t(b) = " if result.knee.step_time_model is not None
               else "isotonic fit")
     assert f"| knee read off | the {source}" in summary

@@ -63,7 +63,9 @@ def test_run_writes_a_report_and_a_summary(tmp_path, capsys):
     logged = read_probe_log(directory / PROBE_LOG)
     assert [m["batch_size"] for m in data["probes"]] == [m.batch_size for m in logged]
     assert out.count("  probe ") == len(logged)  # one live line per probe
-    assert "knee sweep round 1 (ladder): batch 1, 2, 4, 8" in out  # progress while timing
+    # progress while timing: the phase, the round and its cap, elapsed and what is left
+    assert "[knee sweep] round 1 of at most 8 (ladder): batch 1, 2, 4, 8 (" in out
+    assert "s elapsed, about" in out
     for text in ("memory budget: 64.00 MiB", "max feasible batch", "throughput knee",
                  "recommended batch", "probes used", "time spent",
                  f"report written to {directory}"):
@@ -100,6 +102,8 @@ def test_no_argument_means_default_workload_on_cpu_with_default_budget(tmp_path,
     (["--dataset-size", "0"], "--dataset-size must be a positive integer, got 0"),
     (["--alpha", "2"], "--alpha must be a fraction in (0, 1]"),
     (["--memory-limit", "lots"], "cannot parse memory size 'lots'"),
+    (["--time-budget", "soon"], "cannot read time budget 'soon'; expected seconds"),
+    (["--time-budget=0s"], "time budget must be a positive duration"),
 ])
 def test_bad_input_exits_2_before_probing(tmp_path, capsys, args, message):
     code = main(["run", TINY, "--device", "cpu", "--out", str(tmp_path), *args])

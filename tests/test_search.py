@@ -335,14 +335,16 @@ def test_throughput_that_falls_at_large_batch():
     assert result.throughput_falls and result.peak_batch == 256
     assert result.max_samples_per_s == pytest.approx(falling(256), rel=0.02)
     assert result.knee_batch == 128  # 0.9 of the peak, not of a plateau pooled with the fall
-    assert any("falls past batch 256" in n for n in result.notes)
+    assert any("falls above batch 256" in n for n in result.notes)
 
 
 def test_a_non_monotone_raw_curve_gets_a_monotone_fit():
     rates = {1: 90, 2: 200, 4: 380, 8: 700, 16: 660, 32: 930, 64: 1000, 128: 960, 256: 1010}
     points = [Outcome(b, True, step_times_s=(b / r,) * 5) for b, r in rates.items()]
     fitted = [f for _, f in find_knee(points).fitted]
-    assert fitted == sorted(fitted)
+    # monotone, except where that would leave a measured point's band (2 standard errors)
+    assert all(b >= a * 0.97 for a, b in zip(fitted, fitted[1:], strict=False))
+    assert fitted[4] < 700  # 16 pooled with 8 (700 > 660): the dip is smoothed
 
 
 def test_noisy_knees_of_two_runs_are_within_one_doubling():
@@ -355,9 +357,11 @@ def test_noisy_knees_of_two_runs_are_within_one_doubling():
 
 
 def test_high_confidence_noisy_knees_stay_near_the_clean_knee():
+    # spreads up to 20%: at 50% (noisy's default) the rule's 10% is rarely resolved and the
+    # knee is, honestly, mostly "ambiguous" (see test_knee_driver)
     for curve in (hyperbolic, corner):
         clean = find_knee(exact(curve)).knee_batch
-        results = [find_knee(noisy(curve, seed)) for seed in range(20)]
+        results = [find_knee(noisy(curve, seed, max_iqr=0.2)) for seed in range(20)]
         high = [r for r in results if r.confidence == "high"]
         assert len(high) >= 6  # the flag is not simply always raised
         for r in high:
@@ -365,7 +369,7 @@ def test_high_confidence_noisy_knees_stay_near_the_clean_knee():
             assert r.knee_interval[1] <= 2 * r.knee_interval[0]
         for r in results:
             if r.confidence == "ambiguous":
-                assert any("noise" in n for n in r.notes)
+                assert any(n.startswith(("noise", "spread")) for n in r.notes)
 
 
 def slow(b: int) -> float:  # saturates slowly: the 0.9 crossing lies on a shallow slope
@@ -389,7 +393,10 @@ def test_a_slow_curve_is_read_off_the_step_time_model_and_holds_still(monkeypatc
     results = [find_knee(biased(slow, seed)) for seed in range(30)]
     # +-8% at one size can push the model more than 10% off the isotonic fit: then it stands down
     assert sum(r.step_time_model is not None for r in results) >= 25
-    assert {r.knee_batch for r in results} == {512}  # crossing of the clean curve: b = 354
+    # crossing of the clean curve: b = 354; a run whose own measurement at 512 lies (biased 8%
+    # low) clearly under 90% of the best gets 1024 instead: the knee must meet the rule itself
+    knees = [r.knee_batch for r in results]
+    assert set(knees) <= {512, 1024} and knees.count(512) >= 27
     assert any("step-time model" in n for n in results[0].notes)
     monkeypatch.setattr(search, "MODEL_TOLERANCE", -1.0)  # the isotonic rule alone
     alone = {find_knee(biased(slow, seed)).knee_batch for seed in range(30)}
@@ -444,7 +451,8 @@ def test_points_without_step_times_use_the_plain_alpha_rule_and_are_ambiguous():
     points = [Outcome(b, True, samples_per_s=hyperbolic(b)) for b in LADDER]
     result = find_knee(points)
     assert result.knee_batch == 256 and result.confidence == "ambiguous"
-    assert result.knee_interval is None
+    # an assumed 10% spread per point: the interval says where the knee could be
+    assert result.knee_interval[0] <= 256 <= result.knee_interval[1]
 
 
 def test_repeated_sizes_are_pooled_and_infeasible_ones_ignored():

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from batchprof import defaults
 from batchprof.spec import RunSpec, TimingPolicy
-from batchprof.units import parse_bytes
+from batchprof.units import parse_bytes, parse_duration
 
 DEFAULT_CPU_MEMORY_LIMIT = defaults.CPU_MEMORY_LIMIT  # see batchprof.defaults
 
@@ -21,11 +21,14 @@ def make_spec(device: str = defaults.DEVICE, memory_limit: int | str | None = No
               dataset_size: int | None = None, alpha: float = defaults.ALPHA,
               hint: int | None = None, use_prediction: bool = True, knee: bool = True,
               roofline: bool = defaults.ROOFLINE, timing: TimingPolicy | None = None,
-              resolve: Callable[[str], str] | None = None) -> tuple[RunSpec, list[str]]:
+              resolve: Callable[[str], str] | None = None,
+              time_budget_s: float | str | None = defaults.TIME_BUDGET_S,
+              ) -> tuple[RunSpec, list[str]]:
     """The spec of a run, and notes on what was decided for the caller (the CPU default budget).
 
     ``resolve(device)`` names the device a request means ("auto" -> "cpu" or "cuda"; None: the
     caller brings its own backend): without a limit on the CPU the default budget applies.
+    ``time_budget_s`` (seconds, or "60s" / "2m"; None: unbounded) bounds the whole run.
     Raises ConfigError naming the parameter for a bad value.
     """
     notes: list[str] = []
@@ -33,7 +36,8 @@ def make_spec(device: str = defaults.DEVICE, memory_limit: int | str | None = No
     spec = RunSpec(device=device, memory_limit_bytes=limit, min_batch=min_batch,
                    max_batch=max_batch, multiple_of=multiple_of, dataset_size=dataset_size,
                    alpha=alpha, hint=hint, use_prediction=use_prediction, knee=knee,
-                   roofline=roofline, timing=timing or TimingPolicy())
+                   roofline=roofline, timing=timing or TimingPolicy(),
+                   time_budget_s=None if time_budget_s is None else parse_duration(time_budget_s))
     if limit is None and resolve is not None and resolve(device) == "cpu":
         spec = dataclasses.replace(spec, memory_limit_bytes=parse_bytes(DEFAULT_CPU_MEMORY_LIMIT))
         notes.append(f"no memory limit given on the CPU: using the default budget "

@@ -43,6 +43,8 @@ from batchprof.spec import RunSpec, throughput_ladder
 from batchprof.workloads.base import Workload
 from batchprof.workloads.registry import load_workload
 
+BUDGET_RESERVE = 0.10  # of the time budget, kept for the fits and the report after the sweep
+
 
 def _environment(backend: Backend) -> dict[str, Any]:
     try:
@@ -102,6 +104,7 @@ def profile(
     spec: RunSpec | None = None,
     isolate: bool = False,
     replay: Sequence[Measurement] = (),
+    time_budget_s: float | str | None = defaults.TIME_BUDGET_S,
 ) -> ProfileResult:
     """Find the largest batch that fits and the throughput knee for ``workload``.
 
@@ -135,6 +138,13 @@ def profile(
     ``extra["resumed_from_log"]``, not passed to ``on_probe``); the search and the knee are
     deterministic in their outcomes, so the run continues where the log ends. The knee's
     throughput sweep is not logged and runs again.
+
+    ``time_budget_s`` (seconds, or "60s", "2m"; None: unbounded) bounds the whole run: the
+    throughput ladder skips the sizes it has no time for, and the knee sweep stops when the
+    budget ends, returning the knee of what it measured (``knee.budget_ended``, a note, and
+    an honest confidence). The max-batch search always finishes: its answer must be exact.
+    ``on_status`` receives :class:`batchprof.records.status.RunStatus` (``str()`` of it is a
+    plain line): the phase, elapsed seconds and an estimate of what is left.
     """
     clock = time.perf_counter()
     started_at = datetime.now().astimezone().isoformat(timespec="seconds")
@@ -144,7 +154,7 @@ def profile(
             device, memory_limit, min_batch=min_batch, max_batch=max_batch,
             multiple_of=multiple_of, dataset_size=dataset_size, alpha=alpha, hint=hint,
             use_prediction=use_prediction, knee=knee, roofline=roofline, timing=timing,
-            resolve=resolve_device if backend is None else None)
+            resolve=resolve_device if backend is None else None, time_budget_s=time_budget_s)
         notes += decided
     wl = load_workload(workload)
     if backend is None:
@@ -156,7 +166,8 @@ def profile(
         raise ConfigError(f"nothing bounds the search on {backend.name}: give a memory limit "
                           "(memory_limit), max_batch or dataset_size")
     hint, hint_source = spec.hint, ("user" if spec.hint is not None else None)
-    run = _Run(wl, backend, spec.timing, sampler, on_probe, on_status)
+    run = _Run(wl, backend, spec.timing, sampler, on_probe, on_status, started=clock,
+               budget_s=spec.time_budget_s)
     run.replay_from(replay)
     predictors: list[Any] = []  # the Predictor behind the hint, if any
     worker = _isolation_worker(workload, wl, backend, spec.timing, isolate)
@@ -183,13 +194,31 @@ def profile(
         if max_search.max_batch is None:
             raise _nothing_fits(run, spec.min_batch, notes)
         if spec.knee:
+            budget = spec.time_budget_s
+            # a little of the budget is kept for what follows the sweep (fits, report)
+            deadline = None if budget is None else clock + budget * (1 - BUDGET_RESERVE)
             seen = {m.batch_size for m in run.probes}
             ladder = throughput_ladder(spec.min_batch, max_search.max_batch, spec.multiple_of)
+            run.phase = "throughput ladder"
+            # the ladder's probes (memory at each size) get half of the time left; the sweep
+            # times every ladder size on one model, probed or not (below the max they fit)
+            now = time.perf_counter()
+            ladder_end = None if deadline is None else now + max(0.0, deadline - now) / 2
+            skipped = []
             for b in ladder:
-                if b not in seen:  # reuse what the search measured; never re-run a failure
-                    run.measure(b)
+                if b in seen:  # reuse what the search measured; never re-run a failure
+                    continue
+                if ladder_end is not None and time.perf_counter() > ladder_end:
+                    skipped.append(b)
+                    continue
+                run.measure(b)
+            if skipped:
+                notes.append(f"time budget: the ladder sizes {', '.join(map(str, skipped))} "
+                             "were not probed for memory (the knee sweep times them)")
+            run.phase = "knee sweep"
             knee_result = _find_knee_on_one_model(run, ladder, spec.alpha, spec.multiple_of,
-                                                  notes)
+                                                  notes, deadline=deadline, run_started=clock,
+                                                  budget_s=budget)
     except KeyboardInterrupt:
         interrupted = True
         gc.collect()  # the interrupted step's tensors: measure() never reached its cleanup
@@ -243,7 +272,7 @@ def profile(
         environment=_environment(backend), started_at=started_at,
         elapsed_s=time.perf_counter() - clock, interrupted=interrupted,
         error=None if failure is None else f"{type(failure).__name__}: {failure}",
-        noise_scale=noise, leak=leak,
+        noise_scale=noise, leak=leak, tokens_per_sample=wl.tokens_per_sample,
     )
     if failure is not None:
         failure.partial_result = result  # type: ignore[attr-defined]

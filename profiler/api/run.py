@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -12,8 +13,10 @@ from batchprof.probe.step import TimingPolicy, measure
 from batchprof.probe.sweep import ThroughputSweep
 from batchprof.records.measurement import Measurement
 from batchprof.records.search import KneeResult, Outcome
+from batchprof.records.status import RunStatus
+from batchprof.search.knee.driver import SweepDriver, SweepPlan
 from batchprof.search.knee.find import find_knee
-from batchprof.units import format_bytes, format_duration
+from batchprof.units import format_bytes
 from batchprof.workloads.base import Workload
 
 
@@ -98,9 +101,13 @@ class _Run:
 
     def __init__(self, workload: Workload, backend: Backend, timing: TimingPolicy | None,
                  sampler: Any, on_probe: Callable[[Measurement], None] | None,
-                 on_status: Callable[[str], None] | None = None):
+                 on_status: Callable[[RunStatus], None] | None = None,
+                 started: float | None = None, budget_s: float | None = None):
         self.workload, self.backend, self.timing = workload, backend, timing
         self.sampler, self.on_probe, self.on_status = sampler, on_probe, on_status
+        self.started = time.perf_counter() if started is None else started
+        self.budget_s = budget_s
+        self.phase = "max-batch search"  # for progress reports
         self.probes: list[Measurement] = []
         self.prober: Callable[..., Measurement] | None = None  # probe.worker, when isolated
         # Finished probes of an earlier, killed run of the same spec (resume), per batch size
@@ -131,11 +138,16 @@ class _Run:
         self.probes.append(m)
         if self.on_probe is not None:
             self.on_probe(m)
+        if self.on_status is not None:
+            elapsed = time.perf_counter() - self.started
+            left = None if self.budget_s is None else max(0.0, self.budget_s - elapsed)
+            self.on_status(RunStatus(self.phase, f"probe {len(self.probes)} at batch "
+                                     f"{batch_size} done", elapsed, left, self.budget_s))
         return m
 
-    def status(self, message: str) -> None:
+    def status(self, status: RunStatus) -> None:
         if self.on_status is not None:
-            self.on_status(message)
+            self.on_status(status)
 
     def outcome(self, batch_size: int) -> Outcome:
         return Outcome.from_measurement(self.measure(batch_size))
@@ -150,58 +162,37 @@ class _Run:
         return [Outcome.from_measurement(m) for m in self.probes if m.feasible and m.timed]
 
 
-def _noise_blurs(knee: KneeResult) -> bool:
-    """Would another round help: a curve of three sizes or more whose knee moves by more than
-    a doubling under resampling, or whose sizes have too few visits to resample at all?"""
-    return knee.confidence == "ambiguous" and len(knee.fitted) >= 3  # find_knee's own verdict
-
-
 def _find_knee_on_one_model(run: _Run, ladder: list[int], alpha: float, multiple_of: int,
-                            notes: list[str]) -> KneeResult:
-    """The knee from a ThroughputSweep over the ladder (one model, interleaved rounds).
-
-    Rounds: ``policy.sweep_rounds`` over the ladder, then one more at a time while the knee is
-    ambiguous (its bootstrap interval spans more than one doubling), within the policy's round
-    and time limits. Refinement sizes are probed for the record (memory, feasibility), then
-    timed in rounds together with the sizes either side of them, so the drift correction ties
-    them to the rest, and every fit uses all rounds so far. If the sweep itself runs out of
-    memory (a CUDA allocator fragmented by several sizes), the knee falls back to the probes'
-    own times, and a note says so.
+                            notes: list[str], deadline: float | None = None,
+                            run_started: float | None = None,
+                            budget_s: float | None = None) -> KneeResult:
+    """The knee from a ThroughputSweep over the ladder (one model, interleaved rounds), driven
+    by :class:`batchprof.search.knee.driver.SweepDriver` within the policy's rounds and the
+    run's ``deadline`` (on ``time.perf_counter``). Refinement sizes are probed for the record
+    (memory, feasibility), then timed with the sizes either side of them. If the sweep itself
+    runs out of memory (a CUDA allocator fragmented by several sizes), the knee falls back to
+    the probes' own times, and a note says so.
     """
-    feasible = sorted({m.batch_size for m in run.probes if m.feasible and m.batch_size in ladder})
-    timer = ThroughputSweep(run.workload, run.backend)
+    # every ladder size not found infeasible: below the max batch, unprobed ones fit too (if
+    # memory were not monotone here, the sweep's OOM falls back to the probes' timings)
+    fits = {m.batch_size for m in run.probes if m.feasible}
+    failed = {m.batch_size for m in run.probes if not m.feasible} - fits
+    top = max(fits, default=0)
+    feasible = sorted(b for b in ladder if b not in failed and b <= top)
     policy = run.timing or TimingPolicy()
+    now = time.perf_counter()
+    plan = SweepPlan(rounds=policy.sweep_rounds, max_rounds=policy.max_sweep_rounds,
+                     steps_per_visit=policy.steps_per_visit, deadline=deadline,
+                     extra_deadline=now + policy.sweep_budget_s, budget_s=budget_s)
+    step_s = {m.batch_size: m.step_time_median_s for m in run.probes
+              if m.feasible and m.step_time_median_s}
+    timer = ThroughputSweep(run.workload, run.backend)
     oom = False
-
-    def rounds(sizes: list[int], count: int, why: str) -> None:
-        for _ in range(count):
-            timer.round(sizes, policy.steps_per_visit)
-            run.status(f"knee sweep round {timer.rounds} ({why}): batch "
-                       f"{', '.join(map(str, sorted(sizes)))}; {format_duration(timer.elapsed_s)} so far")
-
     try:
-        rounds(feasible, policy.sweep_rounds, "ladder")
-        knee = find_knee(timer.outcomes(), alpha=alpha, multiple_of=multiple_of)
-        while (_noise_blurs(knee) and timer.rounds < policy.max_sweep_rounds
-               and timer.elapsed_s < policy.sweep_budget_s):
-            interval = knee.knee_interval
-            rounds(feasible, 1, "too few rounds to judge the noise" if interval is None
-                   else f"resampling puts the knee anywhere in {interval[0]}..{interval[1]}")
-            knee = find_knee(timer.outcomes(), alpha=alpha, multiple_of=multiple_of)
-
-        def refine(b: int) -> Outcome:
-            probed = run.outcome(b)
-            if not probed.feasible:
-                return probed
-            sizes = timer.sizes
-            around = [max(s for s in sizes if s < b), b, min(s for s in sizes if s > b)]
-            rounds(around, policy.sweep_rounds, f"refining near {b}")
-            timed = next(o for o in timer.outcomes() if o.batch_size == b)
-            return dataclasses.replace(timed, peak_bytes=probed.peak_bytes,
-                                       capacity_bytes=probed.capacity_bytes)
-
-        return find_knee(timer.outcomes(), alpha=alpha, refine=refine, multiple_of=multiple_of,
-                         current_points=timer.outcomes)
+        driver = SweepDriver(timer.visit, time.perf_counter, plan, alpha=alpha,
+                             multiple_of=multiple_of, probe=run.outcome, step_s=step_s,
+                             on_status=run.status, run_started=run_started)
+        return driver.run(feasible, fallback=run.feasible_outcomes())
     except Exception as exc:
         if not run.backend.is_oom(exc):
             raise
@@ -211,8 +202,7 @@ def _find_knee_on_one_model(run: _Run, ladder: list[int], alpha: float, multiple
     if oom:
         notes.append("the one-model throughput sweep ran out of memory; the knee uses each "
                       "probe's own timing instead (more sensitive to drift between probes)")
-    return find_knee(run.feasible_outcomes(), alpha=alpha, refine=run.outcome,
-                     multiple_of=multiple_of)
+    return find_knee(run.feasible_outcomes(), alpha=alpha, multiple_of=multiple_of)
 
 
 def _with_roofline(workload: Workload, backend: Backend, probes: tuple[Measurement, ...],
@@ -285,22 +275,19 @@ def _recommend(max_batch: int | None, knee: KneeResult | None, probes: list[Meas
         return max_batch, (f"the largest batch that fits ({max_batch}); no throughput figures "
                            "to find a knee with")
     k = knee.knee_batch
-    fitted = dict(knee.fitted)
-    best = knee.max_samples_per_s or 0.0
+    measured = {b: rate for b, rate, _ in knee.measured}
+    best = knee.best_measured_samples_per_s or knee.max_samples_per_s or 0.0
     caveat = ("; the knee is ambiguous (throughput is noisy here, see notes)"
               if knee.confidence == "ambiguous" else "")
     if k >= max_batch:
         return max_batch, (f"throughput is still rising at the largest batch that fits "
                            f"({max_batch}): use all the memory{caveat}")
-    share = fitted.get(k, 0.0) / best if best else 0.0
+    share = measured.get(k, dict(knee.fitted).get(k, 0.0)) / best if best else 0.0
     peak = max((m.peak_allocated_bytes or 0 for m in probes
                 if m.batch_size == k and m.feasible), default=None)
-    # The knee may sit below alpha x best on the isotonic fit: it was read off the step-time
-    # model, or a standard error short of it counts (search.find_knee). Say which.
-    within = ("" if share >= knee.alpha
-              else " by the step-time model fitted to every size" if knee.step_time_model
-              else " within measurement noise")
+    # The knee meets the rule on its own measurement, within its spread (search.knee.measured)
+    within = "" if share >= knee.alpha else " within its measured spread"
     return k, (f"the throughput knee: the smallest batch reaching {knee.alpha:.0%} of the best "
-               f"throughput ({best:.1f} samples/s){within}; fitted {share:.0%} at batch {k}, "
-               f"{format_bytes(peak)} peak memory, leaving headroom below the largest batch "
-               f"that fits ({max_batch}){caveat}")
+               f"measured throughput ({best:.1f} samples/s){within}; measured {share:.0%} at "
+               f"batch {k}, {format_bytes(peak)} peak memory, leaving headroom below the "
+               f"largest batch that fits ({max_batch}){caveat}")

@@ -58,6 +58,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "ladder, no knee)")
     p.add_argument("--no-predict", action="store_true",
                    help="do not seed the search with the memory prediction")
+    p.add_argument("--time-budget", default=f"{defaults.TIME_BUDGET_S:g}s", metavar="T",
+                   help="bound on the whole run: seconds, or 60s, 2m (default "
+                        f"{defaults.TIME_BUDGET_S:g}s; 'none' for unbounded). When it ends, the "
+                        "knee sweep stops and reports the knee of what it measured")
     p.add_argument("--steps", type=int, default=None, metavar="N",
                    help="timed steps per probe (default 5; more, up to 10, where the spread "
                         "is large)")
@@ -93,11 +97,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 class _Progress:
-    """Receives each Measurement: appends it to the probe log, prints its line."""
+    """Receives each Measurement (appends it to the probe log, prints its line) and each
+    RunStatus (a progress bar on a terminal: phase, elapsed, about how much is left; a plain
+    line per sweep round otherwise)."""
 
     def __init__(self, console: Any, log: Any):
         self.console, self.log, self.count = console, log, 0
-        self.status: Any = None
+        self.bar: Any = None  # a rich Progress, on a terminal
+        self.task: Any = None
 
     def __call__(self, m: Any) -> None:
         self.log.append(m)
@@ -105,14 +112,21 @@ class _Progress:
         from batchprof.render.tables import probe_line
 
         self.console.print(probe_line(self.count, m), highlight=False, soft_wrap=True)
-        if self.status is not None:
-            self.status.update(f"probe {self.count + 1}: measuring...")
 
-    def sweep(self, message: str) -> None:
-        """A line per round of the knee's throughput sweep (between the probes' lines)."""
-        self.console.print(f"  [dim]{message}[/]", highlight=False, soft_wrap=True)
-        if self.status is not None:
-            self.status.update("timing the throughput ladder for the knee...")
+    def status(self, status: Any) -> None:
+        from rich.markup import escape
+
+        phase = getattr(status, "phase", "")
+        if self.bar is None:  # plain lines: a probe prints its own; a sweep round says so here
+            if phase == "knee sweep":
+                self.console.print(f"  [dim]{escape(str(status))}[/]", highlight=False,
+                                   soft_wrap=True)
+            return
+        elapsed, left = status.elapsed_s, status.remaining_s
+        self.bar.update(self.task, completed=elapsed,
+                        total=None if left is None else elapsed + left,
+                        description=escape(f"{phase}: {status.message}")
+                        + ("" if left is None else f", about {left:.0f} s left"))
 
 
 def run(args: argparse.Namespace, console: Any) -> int:
@@ -146,7 +160,8 @@ def run(args: argparse.Namespace, console: Any) -> int:
         args.device, args.memory_limit, min_batch=args.min_batch, max_batch=args.max_batch,
         multiple_of=args.multiple_of, dataset_size=args.dataset_size, alpha=args.alpha,
         hint=args.hint, use_prediction=not args.no_predict, knee=not args.no_knee,
-        roofline=args.roofline and not args.no_roofline, timing=timing, resolve=resolve_device)
+        roofline=args.roofline and not args.no_roofline, timing=timing, resolve=resolve_device,
+        time_budget_s=None if str(args.time_budget).lower() == "none" else args.time_budget)
     noise_scale = noise_request(args)  # issue 18: False, or the NoiseOptions
     workload = load_workload(workload_ref(args))
     device = resolve_device(spec.device)
@@ -175,13 +190,17 @@ def run(args: argparse.Namespace, console: Any) -> int:
         progress = _Progress(out, log)
         try:
             kwargs = dict(spec=spec, backend=backend, on_probe=progress,
-                          on_status=progress.sweep, sampler=sampler, noise_scale=noise_scale,
+                          on_status=progress.status, sampler=sampler, noise_scale=noise_scale,
                           isolate=args.isolate, replay=replay)
             target = workload_ref(args) if args.isolate else workload  # the worker imports it
             with sampler:
                 if out.is_terminal:
-                    with out.status("probe 1: measuring...") as status:
-                        progress.status = status
+                    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+                    with Progress(TextColumn("{task.description}"), BarColumn(),
+                                  TimeElapsedColumn(), console=out, transient=True) as bar:
+                        progress.bar = bar
+                        progress.task = bar.add_task("max-batch search: probe 1", total=None)
                         result = profile(target, **kwargs)
                 else:
                     result = profile(target, **kwargs)

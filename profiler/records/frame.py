@@ -63,7 +63,10 @@ def _sample_figures(m: Measurement | None) -> dict[str, float | None]:
 def batch_rows(result: ProfileResult) -> list[dict[str, Any]]:
     """The rows of :func:`result_frame` as plain dicts (no pandas), increasing batch size."""
     fitted = dict(result.knee.fitted) if result.knee else {}
-    best = result.knee.max_samples_per_s if result.knee else None
+    # share of best: the sweep's measured throughput against the best measured one, the
+    # figures the knee rule read (a fitted value is in its own, labelled column)
+    sweep = {b: rate for b, rate, _ in result.knee.measured} if result.knee else {}
+    best = result.knee.best_measured_samples_per_s if result.knee else None
     by_size: dict[int, list[Measurement]] = {}
     for m in result.probes:
         by_size.setdefault(m.batch_size, []).append(m)
@@ -90,8 +93,11 @@ def batch_rows(result: ProfileResult) -> list[dict[str, Any]]:
             "resident_bytes": _first_present(probes, "resident_bytes"),
             "step_time_median_s": median, "step_time_iqr_fraction": p.step_time_iqr_fraction,
             "timed_steps": len(p.step_times_s), "samples_per_s": p.samples_per_s,
+            "tokens_per_s": result.tokens_per_s(p.samples_per_s),
+            "sweep_samples_per_s": sweep.get(p.batch_size),
             "fitted_samples_per_s": fit,
-            "share_of_best": fit / best if fit is not None and best else None,
+            "share_of_best": (sweep[p.batch_size] / best
+                              if p.batch_size in sweep and best else None),
         }
         if result.dataset_size is not None:
             steps = result.steps_per_epoch(p.batch_size)

@@ -89,6 +89,7 @@ class ProfileResult:
     spec: RunSpec | None = None  # what the run was asked to do (options is its dict view)
     ladder: tuple[int, ...] = ()  # the sizes timed for the knee, as run
     leak: str | None = None  # a loud note when memory kept after cleanup grew (probe.leak)
+    tokens_per_sample: int | None = None  # the workload's (tokens/s = this x samples/s)
 
     # ---- derived ------------------------------------------------------------------------
     @property
@@ -123,6 +124,12 @@ class ProfileResult:
                 step_times_s=StepTimes.merge(m.step_times for m in fit).times_s))
         return points
 
+    def tokens_per_s(self, samples_per_s: float | None) -> float | None:
+        """tokens/s for a samples/s figure; None when a sample is not made of tokens."""
+        if samples_per_s is None or self.tokens_per_sample is None:
+            return None
+        return samples_per_s * self.tokens_per_sample
+
     def steps_per_epoch(self, batch_size: int) -> int | None:
         """ceil(dataset_size / batch): the last, partial batch is still a step."""
         n = self.dataset_size
@@ -152,6 +159,9 @@ class ProfileResult:
             "noise_scale": self.noise_scale.to_dict() if self.noise_scale else None,
             "ladder": list(self.ladder),
             "leak": self.leak,
+            "tokens_per_sample": self.tokens_per_sample,
+            "best_tokens_per_s": self.tokens_per_s(
+                self.knee.best_measured_samples_per_s if self.knee else None),
         }
 
     @classmethod

@@ -66,7 +66,7 @@ class KneeResult:
     knee_batch: int | None  # the bagged alpha rule (see find_knee); = fit_knee_batch without noise
     knee_batch_95: int | None  # the same for alpha = 0.95
     alpha: float
-    max_samples_per_s: float | None  # the fitted maximum
+    max_samples_per_s: float | None  # the fitted maximum (kept within the measured spreads)
     fitted: tuple[tuple[int, float], ...]  # (b, fitted samples/s), increasing b
     gain_per_doubling: tuple[tuple[int, int, float], ...]  # (b, 2b, fitted gain) for powers of 2
     kneedle_batch: int | None  # Kneedle on (log2 b, fitted); None when it finds no knee
@@ -80,6 +80,12 @@ class KneeResult:
     refined: tuple[Outcome, ...] = ()  # what refine() returned, in call order
     fit_knee_batch: int | None = None  # the alpha rule on the one fit of all the data
     step_time_model: StepTimeModel | None = None  # when the knee was read off it (see find_knee)
+    best_measured_samples_per_s: float | None = None  # the highest measured median throughput
+    best_measured_batch: int | None = None  # where it was measured
+    # (b, measured samples/s, its standard error): the points the knee rule read, drift-corrected
+    measured: tuple[tuple[int, float, float], ...] = ()
+    rounds: int | None = None  # sweep rounds run (None: not from a sweep)
+    budget_ended: bool = False  # the time budget stopped the sweep before its policy did
 
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)
@@ -130,6 +136,7 @@ def knee_from_dict(d: dict[str, Any]) -> KneeResult:
     if d.get("knee_interval") is not None:
         kwargs["knee_interval"] = tuple(d["knee_interval"])
     kwargs["refined"] = tuple(outcome_from_dict(o) for o in d.get("refined", ()))
+    kwargs["measured"] = tuple((int(b), float(r), float(e)) for b, r, e in d.get("measured", ()))
     if d.get("step_time_model") is not None:
         kwargs["step_time_model"] = StepTimeModel(**d["step_time_model"])
     return KneeResult(**kwargs)

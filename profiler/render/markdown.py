@@ -35,6 +35,15 @@ def _knee_source(knee: KneeResult | None) -> str:
             f"(limit {model.limit_samples_per_s:,.0f} samples/s)")
 
 
+def _best_text(result: ProfileResult) -> str:
+    knee = result.knee
+    if knee is None or knee.best_measured_samples_per_s is None:
+        return "n/a"
+    text = f"{knee.best_measured_samples_per_s:,.1f} samples/s at batch {knee.best_measured_batch}"
+    tokens = result.tokens_per_s(knee.best_measured_samples_per_s)
+    return text if tokens is None else f"{text} ({tokens:,.0f} tokens/s)"
+
+
 def summary_markdown(result: ProfileResult, files: dict[str, str] | None = None) -> str:
     from batchprof.noise.text import markdown_lines, noise_fact  # issue 18
     knee = result.knee
@@ -49,8 +58,12 @@ def summary_markdown(result: ProfileResult, files: dict[str, str] | None = None)
          str(result.knee_batch) if result.knee_batch else "n/a"],
         ["knee (alpha = 0.95)", str(result.knee_batch_95) if result.knee_batch_95 else "n/a"],
         ["knee confidence", knee.confidence if knee else "n/a"],
-        ["knee range (resampled, 10th-90th pct)", f"{knee.knee_interval[0]}..{knee.knee_interval[1]}"
+        ["knee range (resampling and measured spreads)",
+         f"{knee.knee_interval[0]}..{knee.knee_interval[1]}"
          if knee and knee.knee_interval else "n/a"],
+        ["best throughput (measured)", _best_text(result)],
+        ["throughput falls", f"above batch {knee.peak_batch}"
+         if knee and knee.throughput_falls and knee.peak_batch else "no"],
         ["knee read off", _knee_source(knee)],
         *([["noise scale (critical batch)", noise_fact(result.noise_scale)]]
           if result.noise_scale else []),  # issue 18

@@ -146,14 +146,19 @@ def draw_throughput(result: ProfileResult) -> Any:
             bars = [[max(0.0, rate - p.batch_size / q3)], [max(0.0, p.batch_size / q1 - rate)]]
         ax.errorbar(p.batch_size, rate, yerr=bars, fmt="o", color="tab:blue", capsize=3)
     if timed:
-        ax.plot([], [], "o", color="tab:blue", label="measured (median, IQR of step times)")
+        ax.plot([], [], "o", color="tab:blue", label="probes (median, IQR of step times)")
     knee = result.knee
+    if knee is not None and knee.measured:  # the points the knee rule read, as it read them
+        xs, ys, sds = zip(*knee.measured, strict=True)
+        ax.errorbar(xs, ys, yerr=[2 * e for e in sds], fmt="s-", color="tab:red", capsize=3,
+                    label="knee sweep, measured (drift-corrected; 2 SE)")
     if knee is not None and knee.fitted:
         xs, ys = zip(*knee.fitted, strict=True)
-        ax.plot(xs, ys, "-", color="tab:orange", label="monotone fit")
-        if knee.max_samples_per_s:
-            ax.axhline(knee.alpha * knee.max_samples_per_s, color="gray", ls="--", lw=1,
-                       label=f"{knee.alpha:.0%} of best")
+        ax.plot(xs, ys, "--", color="tab:orange", lw=1, label="fitted (smoothing)")
+    best = None if knee is None else (knee.best_measured_samples_per_s or knee.max_samples_per_s)
+    if knee is not None and best:
+        ax.axhline(knee.alpha * best, color="gray", ls="--", lw=1,
+                   label=f"{knee.alpha:.0%} of best measured")
     if result.knee_batch is not None:
         ax.axvline(result.knee_batch, color="tab:purple", ls="-.", lw=1.5,
                    label=f"knee {result.knee_batch}")

@@ -118,11 +118,25 @@ def summary_table(result: Any) -> Any:
     knee_text = or_na(result.knee_batch)
     if knee is not None and knee.knee_batch is not None:
         share = "alpha" if alpha is None else f"{alpha:.0%}"
-        knee_text += (f" (>= {share} of best; {or_na(knee.knee_batch_95)} for 95%; "
-                      f"confidence {knee.confidence})")
+        confidence = knee.confidence
+        if confidence == "ambiguous" and knee.knee_interval is not None:
+            confidence += f", anywhere in {knee.knee_interval[0]}..{knee.knee_interval[1]}"
+        knee_text += (f" (>= {share} of best measured; {or_na(knee.knee_batch_95)} for 95%; "
+                      f"confidence {confidence})")
     table.add_row("throughput knee", knee_text)
-    if knee is not None and knee.max_samples_per_s:
+    if knee is not None and knee.best_measured_samples_per_s:
+        best = f"{knee.best_measured_samples_per_s:,.1f} samples/s"
+        tokens = result.tokens_per_s(knee.best_measured_samples_per_s)
+        if tokens is not None:
+            best += f" ({tokens:,.0f} tokens/s)"
+        table.add_row("best throughput", f"{best} measured at batch {knee.best_measured_batch}")
+    elif knee is not None and knee.max_samples_per_s:
         table.add_row("best throughput", f"{knee.max_samples_per_s:,.1f} samples/s (fitted)")
+    if knee is not None and knee.throughput_falls and knee.peak_batch is not None:
+        table.add_row("throughput falls", f"above batch {knee.peak_batch}")
+    if knee is not None and knee.rounds is not None:
+        table.add_row("knee sweep", f"{knee.rounds} round(s)"
+                      + ("; stopped by the time budget" if knee.budget_ended else ""))
     if result.noise_scale is not None:  # issue 18
         from batchprof.noise.text import noise_fact
 

@@ -39,8 +39,15 @@ class Workload:
     optimizer_fn: Callable[[Any], torch.optim.Optimizer] = _default_optimizer
     description: str = ""
     tags: dict[str, Any] = field(default_factory=dict)  # e.g. {"seq_len": 64}
+    # What one sample holds, for a throughput people compare: tokens/s = tokens_per_sample x
+    # samples/s (a language model's sequence length). None: a sample is not made of tokens.
+    tokens_per_sample: int | None = None
 
     def __post_init__(self) -> None:
+        t = self.tokens_per_sample
+        if t is not None and (isinstance(t, bool) or not isinstance(t, int) or t < 1):
+            raise WorkloadError(f"Workload {self.name!r}: tokens_per_sample must be a positive "
+                                f"int or None, got {t!r}")
         for attr in ("model_fn", "batch_fn", "loss_fn", "optimizer_fn"):
             if not callable(getattr(self, attr)):
                 raise WorkloadError(f"Workload {self.name!r}: {attr} must be callable, "

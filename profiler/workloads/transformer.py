@@ -96,7 +96,8 @@ def make_workload(cfg: GPTConfig, name: str = "transformer") -> Workload:
                     description=f"GPT: {cfg.n_layer} layers, d={cfg.d_model}, "
                                 f"{cfg.n_head} heads, seq {cfg.seq_len}, vocab {cfg.vocab_size}",
                     tags={"seq_len": cfg.seq_len, "d_model": cfg.d_model,
-                          "n_layer": cfg.n_layer, "vocab_size": cfg.vocab_size})
+                          "n_layer": cfg.n_layer, "vocab_size": cfg.vocab_size},
+                    tokens_per_sample=cfg.seq_len)
 
 
 def workload() -> Workload:

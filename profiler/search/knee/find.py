@@ -13,6 +13,7 @@ import numpy as np
 from batchprof.errors import ConfigError
 from batchprof.records.search import KneeResult, Outcome, StepTimeModel
 from batchprof.search.checks import check_int
+from batchprof.search.knee import measured
 from batchprof.search.knee.fit import PLATEAU_GAIN, alpha_knee, fit_throughput
 from batchprof.search.knee.kneedle import kneedle_knee
 from batchprof.search.knee.points import TimedPoint, timed_points
@@ -46,9 +47,10 @@ def _read_knee(sizes: Sequence[int], fit: Sequence[float], rates: Sequence[float
     return model_knee, model
 
 
-def _bootstrap_knees(points: Sequence[TimedPoint], alpha: float, rounds: int, seed: int
-                     ) -> list[int]:
-    """Knees of fits to resampled data: each point's step times drawn with replacement."""
+def _bootstrap_knees(points: Sequence[TimedPoint], alphas: Sequence[float], rounds: int,
+                     seed: int) -> list[list[int]]:
+    """Knees of fits to resampled data (each point's step times drawn with replacement), one
+    list per alpha; every alpha is read off the same resampled fits."""
     rng = np.random.default_rng(seed)
     columns = []
     for p in points:
@@ -59,10 +61,11 @@ def _bootstrap_knees(points: Sequence[TimedPoint], alpha: float, rounds: int, se
             columns.append(np.full(rounds, p.samples_per_s))
     sizes, w = [p.batch_size for p in points], [p.weight for p in points]
     tolerance = w if all(len(p.step_times_s) >= 3 for p in points) else None
-    knees = []
+    knees: list[list[int]] = [[] for _ in alphas]
     for y in np.stack(columns, axis=1):
         fit, falls = fit_throughput(list(y), w, None)
-        knees.append(_read_knee(sizes, fit, list(y), w, alpha, tolerance, falls)[0])
+        for out, a in zip(knees, alphas, strict=True):
+            out.append(_read_knee(sizes, fit, list(y), w, a, tolerance, falls)[0])
     return knees
 
 
@@ -80,9 +83,10 @@ def _bagged(sizes: Sequence[int], knees: Sequence[int]) -> int:
 
 
 def find_knee(points: Sequence[Outcome], *, alpha: float = 0.9,
-              refine: Callable[[int], Outcome] | None = None, max_refine: int = 4,
+              refine: Callable[[int], Outcome | None] | None = None, max_refine: int = 4,
               multiple_of: int = 1, seed: int = 0,
-              current_points: Callable[[], Sequence[Outcome]] | None = None) -> KneeResult:
+              current_points: Callable[[], Sequence[Outcome]] | None = None,
+              drift: float | None = None, drift_corrected: bool = True) -> KneeResult:
     """The throughput knee: the smallest batch size whose throughput is within ``alpha`` of the
     best, read off a fit rather than raw medians, which are noisy and not monotone.
 
@@ -119,6 +123,8 @@ def find_knee(points: Sequence[Outcome], *, alpha: float = 0.9,
         pts = timed_points(outcomes)
         w = [p.weight for p in pts]
         fit, falls = fit_throughput([p.samples_per_s for p in pts], w, None)
+        # a measured fall also rules out the step-time model (it cannot fall)
+        falls = falls or (bool(pts) and measured.measured_fall(pts) is not None)
         # tolerance needs measured spreads; without step times the weights are guesses
         return pts, fit, falls, (w if all(len(p.step_times_s) >= 3 for p in pts) else None)
 
@@ -142,6 +148,9 @@ def find_knee(points: Sequence[Outcome], *, alpha: float = 0.9,
             if not below[-1] < mid < knee:
                 break
         outcome = refine(mid)
+        if outcome is None:  # the caller's time or rounds ran out
+            notes.append(f"no refinement at batch {mid}: the sweep's budget was spent")
+            break
         refined.append(outcome)
         if not outcome.feasible:
             notes.append(f"refinement at batch {mid} did not fit ({outcome.reason}); stopped")
@@ -150,14 +159,15 @@ def find_knee(points: Sequence[Outcome], *, alpha: float = 0.9,
         pts, fit, falls, tol = fit_now()
 
     sizes = [p.batch_size for p in pts]
-    (fit_knee, model), knee95 = knee_now(alpha), knee_now(0.95)[0]
-    knee, interval, confidence = fit_knee, None, "high"
+    (fit_knee, model), fit_knee_95 = knee_now(alpha), knee_now(0.95)[0]
+    knee, knee95, interval, confidence = fit_knee, fit_knee_95, None, "high"
     if model is not None:
         notes.append(f"knee read off the step-time model {model.describe()} (within "
                      f"{MODEL_TOLERANCE:.0%} of the isotonic fit near the knee and above)")
     if any(len(p.step_times_s) >= 3 for p in pts):
-        knees = sorted(_bootstrap_knees(pts, alpha, BOOTSTRAP_ROUNDS, seed))
-        knee = _bagged(sizes, knees)
+        knees, knees95 = _bootstrap_knees(pts, (alpha, 0.95), BOOTSTRAP_ROUNDS, seed)
+        knee, knee95 = _bagged(sizes, knees), _bagged(sizes, knees95)
+        knees.sort()
         interval = (knees[len(knees) // 10], knees[(len(knees) * 9) // 10])
         if interval[1] > 2 * interval[0]:
             confidence = "ambiguous"
@@ -166,14 +176,52 @@ def find_knee(points: Sequence[Outcome], *, alpha: float = 0.9,
     else:
         confidence = "ambiguous"
         notes.append("no step times to judge the noise by")
-    if len(pts) < 3:
+    few = len(pts) < 3
+    if few:
         confidence = "ambiguous"
         notes.append(f"only {len(pts)} batch size(s) timed; a knee needs a curve")
+    # Every stated figure settled on the measured points (see batchprof.search.knee.measured)
+    smoothed = knee
+    knee = measured.settle_knee(pts, smoothed, alpha)
+    knee95 = measured.settle_knee_95(pts, knee, knee95)
+    best = measured.best_measured(pts)
+    if knee != smoothed:
+        notes.append(f"the smoothed knee {smoothed} does not reach {alpha:.0%} of the best "
+                     f"measured throughput within its own spread; the knee is {knee}, the "
+                     "nearest size that does")
+    if knee95 is None:
+        notes.append("no size from the knee up reaches 95% of the best measured throughput")
+    lo, hi, sure = measured.resolution(pts, alpha)
+    knee_point = next(p for p in pts if p.batch_size == knee)
+    unresolved = measured.ratio_se(knee_point, best, alpha) > (1 - alpha) / 2
+    if len(pts) >= 2 and (hi > 2 * lo or unresolved):
+        confidence = "ambiguous"
+        top = max(hi, sure) if unresolved else hi
+        interval = (min(lo, interval[0]), max(top, interval[1])) if interval else (lo, top)
+        notes.append(f"spread: the measured throughputs (median spread "
+                     f"{statistics.median(measured.relative_sd(p) for p in pts):.0%} of a "
+                     f"point) cannot tell the knee apart anywhere in {interval[0]}.."
+                     f"{interval[1]}; the rule needs differences of {1 - alpha:.0%} resolved")
+    if drift is not None and drift > 1 - alpha and not drift_corrected:
+        confidence = "ambiguous"
+        notes.append(f"drift: rounds differed by {drift:.0%} and too few rounds were run to "
+                     "divide it out")
+    if few:  # no curve below the smallest timed size: the knee may lie anywhere under it
+        interval = (min(multiple_of, sizes[0]), max(knee, interval[1] if interval else knee))
+    if interval is not None and not interval[0] <= knee <= interval[1]:
+        interval = (min(interval[0], knee), max(interval[1], knee))
+    shown = measured.clip_fit(pts, fit)
     peak = sizes[fit.index(max(fit))]
-    if falls:
+    fall = measured.measured_fall(pts)
+    if fall is not None:
+        peak = fall[0]
+        last = pts[-1]
+        notes.append(f"throughput falls above batch {fall[0]}: {best.samples_per_s:,.1f} "
+                     f"samples/s measured there, {last.samples_per_s:,.1f} at batch {fall[1]}")
+    elif falls:
         notes.append(f"throughput falls past batch {peak}; the knee is taken against that peak")
     size_set = set(sizes)
-    gains = tuple((b, 2 * b, float(fit[sizes.index(2 * b)] / fit[sizes.index(b)] - 1))
+    gains = tuple((b, 2 * b, float(shown[sizes.index(2 * b)] / shown[sizes.index(b)] - 1))
                   for b in sizes if b & (b - 1) == 0 and 2 * b in size_set)
     plateau = next((b for b, _, g in gains if g < PLATEAU_GAIN), None)
     if plateau is not None and abs(math.log2(plateau / knee)) > 1:
@@ -184,9 +232,11 @@ def find_knee(points: Sequence[Outcome], *, alpha: float = 0.9,
     if agree is False:
         notes.append(f"Kneedle puts the knee at {kneedle}, more than one doubling from {knee}")
     return KneeResult(
-        knee_batch=knee, knee_batch_95=knee95, alpha=alpha, max_samples_per_s=max(fit),
-        fitted=tuple(zip(sizes, fit, strict=True)), gain_per_doubling=gains,
+        knee_batch=knee, knee_batch_95=knee95, alpha=alpha, max_samples_per_s=max(shown),
+        fitted=tuple(zip(sizes, shown, strict=True)), gain_per_doubling=gains,
         kneedle_batch=kneedle, agree=agree, confidence=confidence, notes=tuple(notes),
         knee_interval=interval, peak_batch=peak, throughput_falls=falls,
         plateau_batch=plateau, refined=tuple(refined), fit_knee_batch=fit_knee,
-        step_time_model=model)
+        step_time_model=model, best_measured_samples_per_s=best.samples_per_s,
+        best_measured_batch=best.batch_size,
+        measured=tuple((p.batch_size, p.samples_per_s, 1 / math.sqrt(p.weight)) for p in pts))
