@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # and pip never pulls a multi-GB CUDA build. Override on a GPU machine: make TORCH_SPEC=torch
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup run test test-timing bench lint clean gpu-check browser
+.PHONY: setup run test test-slow test-timing bench lint clean gpu-check browser
 
 setup: $(VENV)/.installed
 
@@ -22,8 +22,13 @@ $(VENV)/.installed: pyproject.toml Makefile
 run: setup
 	$(BIN)/batchprof run
 
+# The default suite: everything but the `slow` (tests measured at >= 8 s, the whole model zoo)
+# and `timing` tests; minutes on 2 cores. CI (.ci/run) runs all three.
 test: setup browser
-	$(BIN)/python -m pytest -q -rs
+	$(BIN)/python -m pytest -q -rs -m "not slow and not timing" --durations=15
+
+test-slow: setup browser
+	$(BIN)/python -m pytest -q -rs -m "slow and not timing" --durations=15
 
 # Headless Chromium for the report.html browser test (Debian's `chromium`). Installed when
 # missing and we are root; otherwise the test skips and prints why. Never fails the build.
