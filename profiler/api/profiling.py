@@ -197,7 +197,9 @@ def profile(
             budget = spec.time_budget_s
             # a little of the budget is kept for what follows the sweep (fits, report)
             deadline = None if budget is None else clock + budget * (1 - BUDGET_RESERVE)
-            seen = {m.batch_size for m in run.probes}
+            # reuse what the search measured (never re-run a failure); a size the search only
+            # probed for memory is timed once here, so its row has its own throughput
+            seen = {m.batch_size for m in run.probes if m.timed or not m.feasible}
             ladder = throughput_ladder(spec.min_batch, max_search.max_batch, spec.multiple_of)
             run.phase = "throughput ladder"
             # the ladder's probes (memory at each size) get half of the time left; the sweep
@@ -206,7 +208,7 @@ def profile(
             ladder_end = None if deadline is None else now + max(0.0, deadline - now) / 2
             skipped = []
             for b in ladder:
-                if b in seen:  # reuse what the search measured; never re-run a failure
+                if b in seen:
                     continue
                 if ladder_end is not None and time.perf_counter() > ladder_end:
                     skipped.append(b)
@@ -214,7 +216,7 @@ def profile(
                 run.measure(b)
             if skipped:
                 notes.append(f"time budget: the ladder sizes {', '.join(map(str, skipped))} "
-                             "were not probed for memory (the knee sweep times them)")
+                             "were not probed for memory (the knee sweep times them if time is left)")
             run.phase = "knee sweep"
             knee_result = _find_knee_on_one_model(run, ladder, spec.alpha, spec.multiple_of,
                                                   notes, deadline=deadline, run_started=clock,
