@@ -197,9 +197,9 @@ def profile(
             budget = spec.time_budget_s
             # a little of the budget is kept for what follows the sweep (fits, report)
             deadline = None if budget is None else clock + budget * (1 - BUDGET_RESERVE)
-            # reuse what the search measured (never re-run a failure); a size the search only
-            # probed for memory is timed once here, so its row has its own throughput
-            seen = {m.batch_size for m in run.probes if m.timed or not m.feasible}
+            # reuse what the search measured, memory-only probes included (nothing is paid
+            # twice for one size; the sweep times the ladder); never re-run a failure
+            seen = {m.batch_size for m in run.probes}
             ladder = throughput_ladder(spec.min_batch, max_search.max_batch, spec.multiple_of)
             run.phase = "throughput ladder"
             # the ladder's probes (memory at each size) get half of the time left; the sweep

@@ -102,7 +102,11 @@ def batch_rows(result: ProfileResult) -> list[dict[str, Any]]:
         if result.dataset_size is not None:
             steps = result.steps_per_epoch(p.batch_size)
             row["steps_per_epoch"] = steps
-            row["epoch_time_s"] = steps * median if steps is not None and median else None
+            # the probe's own median step time, else the sweep's (a memory-only probe of the
+            # max search has none: the sweep timed that size)
+            step_s = median or (p.batch_size / sweep[p.batch_size]
+                                if sweep.get(p.batch_size) else None)
+            row["epoch_time_s"] = steps * step_s if steps is not None and step_s else None
         row.update(_sample_figures(latest))
         for key in ROOFLINE_COLUMNS:
             row[key] = latest.extra.get(key) if latest is not None else None

@@ -165,7 +165,10 @@ def draw_throughput(result: ProfileResult) -> Any:
     if result.max_batch is not None:
         ax.axvline(result.max_batch, color="tab:green", ls=":", lw=1.5,
                    label=f"max feasible {result.max_batch}")
-    integer_batch_axis(ax, [p.batch_size for p in timed] or [1], log2=True)
+    # ticks at every size with a throughput: the probes' timed ones and the sweep's (the max
+    # search's probes are memory-only, so the sweep may be the only timing of a size)
+    swept = [b for b, _, _ in knee.measured] if knee is not None else []
+    integer_batch_axis(ax, sorted({p.batch_size for p in timed} | set(swept)) or [1], log2=True)
     ax.set_ylabel("throughput (samples / s)")
     ax.set_ylim(bottom=0)
     _title(ax, result, "training throughput")
