@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from batchprof.records.step_times import StepTimes
+from batchprof.records.step_times import TimedAtBatch
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class SampleSeries:
 
 
 @dataclass(frozen=True)
-class Measurement:
+class Measurement(TimedAtBatch):
     """One batch size, one backend: did the steady-state step fit, how much memory, how fast.
 
     Memory figures follow DESIGN.md ("What every number means"). ``step_times_s`` are the raw
@@ -87,20 +87,8 @@ class Measurement:
 
     # ---- derived statistics -------------------------------------------------------------
     @property
-    def step_times(self) -> StepTimes:
-        return StepTimes(self.step_times_s)
-
-    @property
-    def step_time_median_s(self) -> float | None:
-        return self.step_times.median_s
-
-    @property
     def step_time_iqr_s(self) -> float | None:
         return self.step_times.iqr_s
-
-    @property
-    def step_time_iqr_fraction(self) -> float | None:
-        return self.step_times.relative_spread
 
     @property
     def noisy(self) -> bool:
@@ -112,10 +100,6 @@ class Measurement:
         """False for a memory-only probe (``measure(timed=False)``, the max-batch search's):
         no step was timed, so there is no throughput here to reuse; time the size again."""
         return bool(self.step_times_s)
-
-    @property
-    def samples_per_s(self) -> float | None:
-        return self.step_times.samples_per_s(self.batch_size)
 
     def sample(self, name: str) -> SampleSeries | None:
         return next((s for s in self.samples if s.name == name), None)

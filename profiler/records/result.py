@@ -22,7 +22,7 @@ from batchprof.records.search import (
     knee_from_dict,
     max_search_from_dict,
 )
-from batchprof.records.step_times import StepTimes
+from batchprof.records.step_times import StepTimes, TimedAtBatch
 from batchprof.spec import RunSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 @dataclass(frozen=True)
-class BatchPoint:
+class BatchPoint(TimedAtBatch):
     """Every measurement at one batch size, pooled: the figures a report shows per size."""
 
     batch_size: int
@@ -39,22 +39,6 @@ class BatchPoint:
     peak_allocated_bytes: int | None
     activation_bytes: int | None
     step_times_s: tuple[float, ...]  # pooled over runs
-
-    @property
-    def step_times(self) -> StepTimes:
-        return StepTimes(self.step_times_s)
-
-    @property
-    def step_time_median_s(self) -> float | None:
-        return self.step_times.median_s
-
-    @property
-    def samples_per_s(self) -> float | None:
-        return self.step_times.samples_per_s(self.batch_size)
-
-    @property
-    def step_time_iqr_fraction(self) -> float | None:
-        return self.step_times.relative_spread
 
 
 @dataclass(frozen=True)

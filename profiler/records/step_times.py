@@ -106,3 +106,27 @@ def needs_more_steps(step_times_s: Sequence[float], target_iqr_fraction: float =
         return False
     spread = times.relative_spread or 0.0
     return spread > target_iqr_fraction and (times.median_half_width() or 0.0) > target_iqr_fraction
+
+
+class TimedAtBatch:
+    """Statistics of a record with ``step_times_s`` and ``batch_size`` (a Measurement, a
+    BatchPoint): one place for the derived figures, all from :class:`StepTimes`."""
+
+    step_times_s: tuple[float, ...]
+    batch_size: int
+
+    @property
+    def step_times(self) -> StepTimes:
+        return StepTimes(self.step_times_s)
+
+    @property
+    def step_time_median_s(self) -> float | None:
+        return self.step_times.median_s
+
+    @property
+    def step_time_iqr_fraction(self) -> float | None:
+        return self.step_times.relative_spread
+
+    @property
+    def samples_per_s(self) -> float | None:
+        return self.step_times.samples_per_s(self.batch_size)
