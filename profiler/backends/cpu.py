@@ -106,6 +106,12 @@ def quiet_stderr() -> Iterator[None]:
         os.close(devnull)
 
 
+@functools.lru_cache(maxsize=1)
+def _report_cpu_memory_flag() -> ctypes.c_bool:
+    lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libc10.so"))
+    return ctypes.c_bool.in_dll(lib, "FLAGS_caffe2_report_cpu_memory_usage")
+
+
 @contextlib.contextmanager
 def allocator_counts_every_thread() -> Iterator[None]:
     """Make the CPU allocator keep its byte counter for frees on *every* thread.
@@ -116,13 +122,10 @@ def allocator_counts_every_thread() -> Iterator[None]:
     thread has moved on; a race, lost more often on a loaded machine) is never freed in a
     running sum of the events. c10's ``caffe2_report_cpu_memory_usage`` flag makes the
     allocator's own counter (``total_allocated`` on each profiled allocation event) count
-    every thread's allocations and frees; read that instead (:func:`allocator_totals`).
+    every thread's allocations and frees; read that instead (:func:`allocator_timeline`).
     The flag is a process-wide C global of libc10 (no Python binding), set through ctypes.
     """
-    import ctypes
-
-    lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libc10.so"))
-    flag = ctypes.c_bool.in_dll(lib, "FLAGS_caffe2_report_cpu_memory_usage")
+    flag = _report_cpu_memory_flag()
     saved = flag.value
     flag.value = True
     try:

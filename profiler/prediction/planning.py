@@ -19,9 +19,8 @@ from ..errors import ConfigError
 from ..gpus import GpuSpec, get_gpu
 from ..probe.step import validate_batch_size
 from ..workloads.base import Workload
-from ..workloads.registry import load_workload
 from .predictor import Prediction, Predictor
-from .whatif import parse_what_if, rewrite, scenarios
+from .whatif import workload_scenarios
 
 
 @dataclass(frozen=True)
@@ -53,15 +52,6 @@ class PredictedScenario:
     what_if: tuple[str, ...]
     predictions: tuple[Prediction, ...]
     max_batch: int | None
-
-
-def workload_scenarios(workload: Workload | str, what_if: str | Sequence[str] | None
-                       ) -> list[tuple[tuple[str, ...], Workload, list[str]]]:
-    """(scenario, rewritten workload, notes) for the workload as written and each what-if; the
-    names are checked (ConfigError) before anything is loaded or traced."""
-    names = parse_what_if(what_if)
-    base = load_workload(workload)
-    return [(s, *rewrite(base, s)) for s in scenarios(names)]
 
 
 def plan(workload: Workload | str, gpus: Sequence[str | GpuSpec], *,

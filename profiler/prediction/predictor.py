@@ -30,7 +30,7 @@ from .fallback import fallback_note, no_path_error, record_real_trace
 from .model import AffineTrace, Curve, StructureMismatch, largest_fitting
 from .records import FitInfo, Prediction
 from .trace import Trace, trace_step
-from .whatif import parse_what_if, rewrite, scenarios
+from .whatif import workload_scenarios
 
 TARGETS = ("cpu", "cuda")
 DEFAULT_ANCHORS = (2, 4)  # b = 1 often differs in structure (a view where larger b copies)
@@ -382,10 +382,8 @@ def predict(
     sizes = [validate_batch_size(b) for b in batch_sizes]
     if not sizes:
         raise ConfigError("batch_sizes is empty; give at least one batch size")
-    base = load_workload(workload)
     out = []
-    for scenario in scenarios(parse_what_if(what_if)):
-        rewritten, notes = rewrite(base, scenario)
+    for scenario, rewritten, notes in workload_scenarios(workload, what_if):
         predictor = Predictor(rewritten, target, gpu=gpu, calibrate=calibrate,
                               device_for_calibration=device_for_calibration,
                               calibration_sizes=calibration_sizes, check_sizes=[max(sizes)])

@@ -146,3 +146,14 @@ def _count_blocks(workload: Workload) -> int:
     with torch.device("meta"):
         model = workload.model_fn()
     return len(repeated_blocks(model))
+
+
+def workload_scenarios(workload: Workload | str, what_if: str | Sequence[str] | None
+                       ) -> list[tuple[tuple[str, ...], Workload, list[str]]]:
+    """(scenario, rewritten workload, notes) for the workload as written and each what-if; the
+    names are checked (ConfigError) before anything is loaded or traced."""
+    from ..workloads.registry import load_workload
+
+    names = parse_what_if(what_if)
+    base = load_workload(workload)
+    return [(s, *rewrite(base, s)) for s in scenarios(names)]
