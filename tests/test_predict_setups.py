@@ -165,10 +165,22 @@ def test_what_if_matches_the_real_changed_model(name):
                                     what_if=["bf16", "checkpoint"])
     assert [p.what_if for p in predictions] == [(), ("bf16",), ("checkpoint",),
                                                 ("bf16", "checkpoint")]
+    # Where oneDNN runs bf16 GEMMs (AVX-512), their packing buffers are allocated inside the
+    # kernel, where no trace sees them (gpt2 bf16+checkpoint at batch 4: 4.2% above the trace on
+    # an AVX512-BF16 machine, exact with ONEDNN_MAX_CPU_ISA=AVX2): there the bf16 peaks are
+    # checked after calibration, the trace alone within the zoo's 8%, and the note must say so.
+    packs = torch.ops.mkldnn._is_mkldnn_bf16_supported() and name not in HIDDEN_WORKSPACE
+    calibrated = {p.what_if: p for p in batchprof.predict(
+        w, [4], "cpu", calibrate=True, what_if=["bf16", "checkpoint"])} if packs else {}
     for p in predictions[1:]:
         changed, _ = rewrite(w, p.what_if)
         m = _measure(changed, 4)
-        assert p.peak_allocated_bytes == pytest.approx(m.peak_allocated_bytes, rel=0.03)
+        peak = p.peak_allocated_bytes
+        if packs and "bf16" in p.what_if:
+            assert any("oneDNN runs bf16" in n for n in p.notes)
+            assert peak == pytest.approx(m.peak_allocated_bytes, rel=0.08)
+            peak = calibrated[p.what_if].peak_allocated_bytes
+        assert peak == pytest.approx(m.peak_allocated_bytes, rel=0.03)
         assert p.activation_bytes == pytest.approx(m.activation_bytes, rel=0.03)
     assert predictions[3].activation_bytes < predictions[0].activation_bytes
 

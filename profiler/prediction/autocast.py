@@ -3,7 +3,8 @@
 Autocast is a dispatch key of a device (AutocastCPU, AutocastCUDA): it casts the inputs of
 selected operators before they run. Meta tensors carry no such key, so a meta trace of a step
 under ``torch.autocast("cpu", torch.bfloat16)`` runs every operator in fp32 and predicts the
-fp32 model. ``MetaAutocast`` is a torch-function mode that, while autocast is on for the
+fp32 model. ``MetaAutocast`` casts the arguments of each torch-function call (the trace's one
+torch-function mode, ``paths.PathCorrections``, asks it first) so that, while autocast is on for the
 target's device type (or on the CPU: ``emulated_autocast``, used by what-if), applies the
 same policy to meta tensors, above autograd as the real key is:
 
@@ -28,7 +29,6 @@ from typing import Any
 
 import torch
 from torch.nn import functional as F
-from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_map
 
 _LOWER_COMMON = (
@@ -69,11 +69,14 @@ def _floating(t: Any) -> bool:
     return isinstance(t, torch.Tensor) and t.device.type == "meta" and t.is_floating_point()
 
 
-class MetaAutocast(TorchFunctionMode):
-    """Applies autocast's casts to meta tensors while autocast is on (module docstring)."""
+class MetaAutocast:
+    """Applies autocast's casts to meta tensors while autocast is on (module docstring).
+
+    Not a mode of its own: one torch-function mode per trace (``PathCorrections``) calls
+    ``cast_args`` before anything else, as this would have done entered above it. Two stacked
+    Python modes cost a fifth of a GPT-2 trace (measured: 0.80 s vs 0.64 s per trace)."""
 
     def __init__(self, target: str):
-        super().__init__()
         self.device_type = "cuda" if target == "cuda" else "cpu"
         cuda = self.device_type == "cuda"
         self._lower = frozenset(_LOWER_COMMON + (_LOWER_CUDA_ONLY if cuda else ()))
@@ -89,17 +92,18 @@ class MetaAutocast(TorchFunctionMode):
                 return torch.get_autocast_dtype(device_type)
         return None
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
+    def cast_args(self, func: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        """``func``'s arguments as autocast would pass them (unchanged when autocast is off)."""
         dtype = self._dtype()
         if dtype is None:
-            self._cache.clear()  # autocast ended: its weight-cast cache goes (clear_autocast_cache)
-            return func(*args, **kwargs)
+            if self._cache:  # autocast ended: its weight-cast cache goes (clear_autocast_cache)
+                self._cache.clear()
+            return args, kwargs
         if func in self._lower:
-            args, kwargs = tree_map(lambda t: self._cast(t, dtype), (args, kwargs))
-        elif func in self._fp32:
-            args, kwargs = tree_map(lambda t: self._cast(t, torch.float32), (args, kwargs))
-        return func(*args, **kwargs)
+            return tree_map(lambda t: self._cast(t, dtype), (args, kwargs))
+        if func in self._fp32:
+            return tree_map(lambda t: self._cast(t, torch.float32), (args, kwargs))
+        return args, kwargs
 
     def _cast(self, t: Any, dtype: torch.dtype) -> Any:
         if not _floating(t) or t.dtype in (dtype, torch.float64):

@@ -153,8 +153,10 @@ def _mkldnn_lstm(input: torch.Tensor, hx: tuple[torch.Tensor, torch.Tensor],
 class PathCorrections(TorchFunctionMode):
     """While active, routes device-dependent calls on meta tensors to the target's path."""
 
-    def __init__(self, target: str, *, compute_capability: tuple[int, int] = (8, 0)):
+    def __init__(self, target: str, *, compute_capability: tuple[int, int] = (8, 0),
+                 autocast: Any = None):
         super().__init__()
+        self.autocast = autocast  # autocast.MetaAutocast: its casts come before any path
         if target not in ("cpu", "cuda"):
             raise ValueError(f"target must be 'cpu' or 'cuda', got {target!r}")
         self.target = target
@@ -172,6 +174,8 @@ class PathCorrections(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if self.autocast is not None:
+            args, kwargs = self.autocast.cast_args(func, args, kwargs)
         entry = self._handlers.get(func)
         if entry is not None:
             name, handler = entry

@@ -354,16 +354,16 @@ def trace_step(
     device = torch.device(device)
     started = time.perf_counter()
     recorder = StorageRecorder(device, profile_markers=profile_markers, use_cache=meta_cache)
-    corrections = PathCorrections(target, compute_capability=compute_capability)
     autocast = MetaAutocast(target)
+    corrections = PathCorrections(target, compute_capability=compute_capability,
+                                  autocast=autocast)
     categories = _Categories()
     extra_fired: list[str] = []
     result: dict[str, Any] = {}
     try:
         on_meta = device.type == "meta"
-        # Entered last, so autocast's casts happen before the path corrections look at dtypes.
-        with recorder, corrections if on_meta else contextlib.nullcontext(), \
-                autocast if on_meta else contextlib.nullcontext():
+        # One torch-function mode: autocast's casts, then the path corrections (paths.py).
+        with recorder, corrections if on_meta else contextlib.nullcontext():
             with torch.device(device):
                 model = workload.model_fn()
             model.train()
