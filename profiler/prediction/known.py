@@ -19,29 +19,18 @@ tensor (weak keys) and belong to one trace.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
-from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
+from torch.utils._pytree import tree_flatten, tree_map
 from torch.utils.weak import WeakTensorKeyDictionary
+
+from .opargs import OpFacts, storage_key, unflatten
 
 MAX_ELEMENTS = 1 << 20
 _META = torch.device("meta")
 _CPU = torch.device("cpu")
-# Operator names whose outputs are random or uninitialized: never known.
-_UNKNOWN_OUTPUT = ("rand", "normal", "bernoulli", "uniform", "exponential", "cauchy",
-                   "geometric", "log_normal", "multinomial", "dropout", "empty", "poisson",
-                   "set_", "resize")
-# Operators whose first argument's values do not matter (only its shape and dtype).
-_VALUE_FREE = frozenset({"ones_like", "zeros_like", "full_like", "new_ones", "new_zeros",
-                         "new_full", "fill_", "zero_", "fill"})
-
-
-def _storage_key(t: torch.Tensor) -> int | None:
-    try:
-        return t.untyped_storage()._cdata
-    except (RuntimeError, NotImplementedError):
-        return None
 
 
 class _ValueFree:
@@ -57,10 +46,12 @@ class KnownValues:
     def __init__(self, max_elements: int = MAX_ELEMENTS):
         self.max_elements = max_elements
         self._shadows = WeakTensorKeyDictionary()
-        # Cheap pre-checks before the weak dictionary (ids and storages may be stale: then
-        # the dictionary decides).
+        # Cheap pre-check before the weak dictionary (ids may be stale: then it decides).
         self._ids: set[int] = set()
-        self._storages: set[int | None] = set()
+        # Storage -> the shadowed meta tensors on it (weak), so that a write finds what it
+        # makes unknown without walking every shadow (an optimizer's zero-initialised states
+        # are known until their first update: hundreds of them).
+        self._by_storage: dict[int | None, list[weakref.ref]] = {}
         self.answered: dict[str, int] = {}  # values read on meta that shadows answered, by op
 
     def __len__(self) -> int:
@@ -69,21 +60,22 @@ class KnownValues:
     def shadow(self, t: torch.Tensor) -> torch.Tensor | None:
         return self._shadows.get(t)
 
-    def inputs_known(self, func: Any, args: tuple, kwargs: dict) -> list[Any] | None:
-        """The shadow arguments (flattened, with their spec last) when every input's value is
-        known and the operator involves the meta device; else None. Computes nothing."""
-        packet = str(func).split(".")[1] if str(func).count(".") >= 1 else str(func)
-        if any(word in packet for word in _UNKNOWN_OUTPUT):
+    def inputs_known(self, facts: OpFacts, leaves: list[Any], sig: tuple,
+                     args: tuple) -> list[Any] | None:
+        """The shadow arguments (the flattened ``leaves``, with their signature ``sig`` last;
+        opargs.flatten) when every input's value is known and the operator involves the meta
+        device; else None. Computes nothing."""
+        if facts.random_output:
             return None
-        leaves, spec = tree_flatten((args, kwargs))
         involves_meta = False
         swapped: list[Any] = []
-        value_free = packet in _VALUE_FREE and args and isinstance(args[0], torch.Tensor)
+        value_free = facts.value_free and args and isinstance(args[0], torch.Tensor)
+        ids = self._ids
         for i, leaf in enumerate(leaves):
             if isinstance(leaf, torch.Tensor):
-                if leaf.device.type == "meta":
+                if leaf.is_meta:
                     involves_meta = True
-                    shadow = self._shadows.get(leaf) if id(leaf) in self._ids else None
+                    shadow = self._shadows.get(leaf) if id(leaf) in ids else None
                     if shadow is None and value_free and i == 0 \
                             and leaf.numel() <= self.max_elements:
                         shadow = _ValueFree(leaf)
@@ -100,7 +92,7 @@ class KnownValues:
                 swapped.append("cpu")
             else:
                 swapped.append(leaf)
-        return [*swapped, spec] if involves_meta else None
+        return [*swapped, sig] if involves_meta else None
 
     def small(self, out: Any) -> bool:
         """Whether every tensor of a (meta) result is small enough to shadow."""
@@ -111,7 +103,7 @@ class KnownValues:
         """(True, the operator's result on the shadows), or (False, None) if it fails there."""
         swapped = [torch.empty_strided(s.meta.shape, s.meta.stride(), dtype=s.meta.dtype)
                    if isinstance(s, _ValueFree) else s for s in shadow_inputs[:-1]]
-        shadow_args, shadow_kwargs = tree_unflatten(swapped, shadow_inputs[-1])
+        shadow_args, shadow_kwargs = unflatten(swapped, shadow_inputs[-1])
         try:
             result = func(*shadow_args, **shadow_kwargs)
         except Exception:  # the shadow is a best effort: the meta kernel decides
@@ -125,30 +117,28 @@ class KnownValues:
             return
         for t, s in zip(outs, shadows, strict=True):
             if isinstance(t, torch.Tensor) and isinstance(s, torch.Tensor) \
-                    and t.device.type == "meta" and t.shape == s.shape:
+                    and t.is_meta and t.shape == s.shape:
                 self._shadows[t] = s
                 self._ids.add(id(t))
-                self._storages.add(_storage_key(t))
+                self._by_storage.setdefault(storage_key(t), []).append(weakref.ref(t))
 
-    def forget_written(self, func: Any, args: tuple, kwargs: dict) -> None:
+    def forget_written(self, facts: OpFacts, args: tuple, kwargs: dict) -> None:
         """An operator with an unknown input ran: tensors it wrote to are no longer known."""
-        if not self._shadows:
-            return
-        schema = getattr(func, "_schema", None)
-        if schema is None or not schema.is_mutable:
+        if not facts.written or not self._ids:
             return
         written: set[int | None] = set()
-        for i, arg in enumerate(schema.arguments):
-            alias = arg.alias_info
-            if alias is None or not alias.is_write:
-                continue
-            value = args[i] if i < len(args) else kwargs.get(arg.name)
+        for i, name in facts.written:
+            value = args[i] if i < len(args) else kwargs.get(name)
             for t in tree_flatten(value)[0]:
                 if isinstance(t, torch.Tensor):
-                    written.add(_storage_key(t))
-        if written & self._storages:
-            for t in [t for t in self._shadows.keys() if _storage_key(t) in written]:
-                del self._shadows[t]
+                    written.add(storage_key(t))
+        for key in written:
+            for ref in self._by_storage.pop(key, ()):
+                t = ref()
+                # A dead tensor's storage id can be reused by a new one: check it is this one.
+                if t is not None and storage_key(t) == key and t in self._shadows:
+                    del self._shadows[t]
+                    self._ids.discard(id(t))
 
     def as_meta(self, shadow_out: Any) -> Any:
         """Meta tensors shaped like the shadow's outputs (where the meta kernel cannot say:

@@ -14,12 +14,7 @@ from typing import Any
 import torch
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-
-def _storage_key(t: torch.Tensor) -> int | None:
-    try:
-        return t.untyped_storage()._cdata
-    except (RuntimeError, NotImplementedError):
-        return None
+from .opargs import storage_key
 
 
 class MetaKernelCache:
@@ -36,30 +31,29 @@ class MetaKernelCache:
     """
 
     _PLAIN = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.layout,
-              torch.memory_format)
+              torch.memory_format, torch.Size)
 
     def __init__(self, max_entries: int = 16384):
         self.max_entries = max_entries
         self._entries: dict[Any, tuple[str, Any]] = {}
 
-    def _freeze(self, value: Any) -> Any:
-        if isinstance(value, torch.Tensor):
-            if value.device.type != "meta" or type(value) is not torch.Tensor:
-                raise TypeError  # real data (even a 0-d host scalar) matters; do not cache
-            return ("T", tuple(value.shape), value.stride(), value.dtype, value.device.type)
-        if isinstance(value, (list, tuple)):
-            return (type(value).__name__, *(self._freeze(v) for v in value))
-        if isinstance(value, dict):
-            return ("dict", *((k, self._freeze(v)) for k, v in sorted(value.items())))
-        if isinstance(value, self._PLAIN):
-            return (type(value).__name__, value)
-        raise TypeError
-
-    def key(self, func: Any, args: tuple, kwargs: dict) -> Any:
-        try:
-            return (func, self._freeze(args), self._freeze(kwargs))
-        except TypeError:
-            return None
+    def key(self, func: Any, sig: tuple, leaves: list[Any]) -> Any:
+        """The cache key of a call: the operator, its arguments' structure (``sig``,
+        opargs.flatten) and each leaf's metadata or value; None (never cached) when a tensor
+        argument is not a plain meta tensor (real data matters, even a 0-d host scalar) or a
+        leaf is of a kind the key cannot describe."""
+        frozen: list[Any] = []
+        plain = self._PLAIN
+        for leaf in leaves:
+            if isinstance(leaf, torch.Tensor):
+                if not leaf.is_meta or type(leaf) is not torch.Tensor:
+                    return None
+                frozen.append((leaf.shape, leaf.stride(), leaf.dtype))
+            elif isinstance(leaf, plain):
+                frozen.append((type(leaf), leaf))  # 1, 1.0 and True are equal but differ
+            else:
+                return None
+        return (func, sig, tuple(frozen))
 
     def replay(self, key: Any, flat_inputs: list[Any]) -> Any:
         entry = self._entries.get(key) if key is not None else None
@@ -82,7 +76,7 @@ class MetaKernelCache:
                     self._entries[key] = ("self", i)
                     return
         leaves, spec = tree_flatten(out)
-        inputs = {_storage_key(t) for t in flat_inputs if isinstance(t, torch.Tensor)}
+        inputs = {storage_key(t) for t in flat_inputs if isinstance(t, torch.Tensor)}
         seen: set[int | None] = set()
         described: list[Any] = []
         for t in leaves:
@@ -91,7 +85,7 @@ class MetaKernelCache:
                     return  # a number out of an operator is a value: never replay it
                 described.append(t)
                 continue
-            key_s = _storage_key(t)
+            key_s = storage_key(t)
             if (t.device.type != "meta" or key_s is None or key_s in inputs or key_s in seen
                     or t.storage_offset() != 0 or type(t) is not torch.Tensor
                     or t.untyped_storage().nbytes() != _minimal_nbytes(t)):

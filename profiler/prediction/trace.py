@@ -54,6 +54,7 @@ from .events import (
 )
 from .known import KnownValues
 from .metacache import MetaKernelCache
+from .opargs import flatten, op_facts, storage_key
 from .paths import META_OUTPUT_FIXES, PathCorrections, apply_optimizer_defaults
 
 _MODULE_KEY = "batchprof_module"
@@ -125,13 +126,6 @@ class Trace:
         return tuple((e.kind, e.storage_id, e.op or "") for e in self.events)
 
 
-def _storage_key(t: torch.Tensor) -> int | None:
-    try:
-        return t.untyped_storage()._cdata
-    except (RuntimeError, NotImplementedError):  # sparse, nested, functional wrappers
-        return None
-
-
 class StorageRecorder(TorchDispatchMode):
     """Records storage allocations/frees of every operator while active (see module doc)."""
 
@@ -173,7 +167,7 @@ class StorageRecorder(TorchDispatchMode):
     def sid_of(self, t: Any) -> int | None:
         if not isinstance(t, torch.Tensor):
             return None
-        key = _storage_key(t)
+        key = storage_key(t)
         return None if key is None else self.live.get(key)
 
     # --- recording ------------------------------------------------------------------------
@@ -188,14 +182,17 @@ class StorageRecorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         index = len(self.ops)
-        flat_inputs = tree_leaves((args, kwargs))
+        facts = op_facts(func)
+        flat_inputs, sig = flatten((args, kwargs))  # once, for all that reads them (opargs.py)
         known = self.known
-        shadow_inputs = known.inputs_known(func, args, kwargs) if known is not None else None
+        shadow_inputs = known.inputs_known(facts, flat_inputs, sig, args) \
+            if known is not None else None
         cache = self.cache
-        cache_key = cache.key(func, args, kwargs) if cache is not None \
+        cache_key = cache.key(func, sig, flat_inputs) if cache is not None \
             and shadow_inputs is None else None
         out = cache.replay(cache_key, flat_inputs) if cache_key is not None else None
         shadow_out: Any = None
+        on_meta = self.device.type == "meta"
         if out is None:
             try:
                 if self.profile_markers and self.record_ops:
@@ -204,7 +201,7 @@ class StorageRecorder(TorchDispatchMode):
                 else:
                     out = func(*args, **kwargs)
             except Exception as exc:
-                if self.device.type != "meta":
+                if not on_meta:
                     raise
                 ok, shadow_out = known.compute(func, shadow_inputs) if shadow_inputs \
                     else (False, None)
@@ -212,8 +209,8 @@ class StorageRecorder(TorchDispatchMode):
                     raise _trace_error(func, exc, self.current_module()) from exc
                 # A value (or a value-dependent shape) meta cannot give: the shadow knows it.
                 out = known.as_meta(shadow_out)
-                known.answered[str(func)] = known.answered.get(str(func), 0) + 1
-            fix = META_OUTPUT_FIXES.get(func) if self.device.type == "meta" else None
+                known.answered[facts.name] = known.answered.get(facts.name, 0) + 1
+            fix = META_OUTPUT_FIXES.get(func) if on_meta else None
             if fix is not None:
                 out = fix[1](out)
                 self.fixes[fix[0]] = self.fixes.get(fix[0], 0) + 1
@@ -225,22 +222,27 @@ class StorageRecorder(TorchDispatchMode):
             if shadow_out is not None:
                 known.attach(out, shadow_out)
             else:
-                known.forget_written(func, args, kwargs)
-        inputs = {_storage_key(t) for t in flat_inputs if isinstance(t, torch.Tensor)}
+                known.forget_written(facts, args, kwargs)
+        inputs: set[int | None] | None = None
         module = self.current_module()
-        op = str(func)
+        op = facts.name
         new: list[int] = []
-        for t in tree_leaves(out):
+        live = self.live
+        for t in (out,) if isinstance(out, torch.Tensor) else flatten(out)[0]:
             if not isinstance(t, torch.Tensor):
                 continue
-            key = _storage_key(t)
-            if key is None or key in inputs or key in self.live:
+            key = storage_key(t)
+            if key is None or key in live:
+                continue
+            if inputs is None:
+                inputs = {storage_key(t) for t in flat_inputs if isinstance(t, torch.Tensor)}
+            if key in inputs:
                 continue
             storage = t.untyped_storage()
             sid = self._next_sid
             self._next_sid += 1
             nbytes = storage.nbytes()
-            self.live[key] = sid
+            live[key] = sid
             self.info[sid] = (nbytes, module, op)
             if t.device != self.device:
                 self.off_device.add(sid)
@@ -414,11 +416,11 @@ def _step(recorder: StorageRecorder, workload: Workload, model: torch.nn.Module,
           optimizer: torch.optim.Optimizer, batch: Any, categories: _Categories,
           prefix: str, result: dict[str, Any]) -> None:
     """One training step, as probe.py runs it (the measured one drops the loss before step)."""
-    state_keys = {_storage_key(t) for t in [*model.parameters(), *model.buffers()]}
+    state_keys = {storage_key(t) for t in [*model.parameters(), *model.buffers()]}
     saved: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        key = _storage_key(t)
+        key = storage_key(t)
         if key is not None and key not in state_keys:
             saved[key] = t.untyped_storage()
         return t
@@ -430,8 +432,8 @@ def _step(recorder: StorageRecorder, workload: Workload, model: torch.nn.Module,
     if prefix == "":
         result["activation_bytes"], result["activation_bytes_by_module"] = \
             _saved_bytes(recorder, saved)
-    for storage_key in list(saved.keys()):
-        sid = recorder.live.get(storage_key)
+    for saved_key in list(saved.keys()):
+        sid = recorder.live.get(saved_key)
         if sid is not None:
             categories.sids[ACTIVATION].add(sid)
     recorder.phase = prefix + "backward"
