@@ -175,3 +175,29 @@ def test_batchprof_report_rebuilds_the_files_from_results_json(report_dir, tmp_p
     assert strip.sub("", after) == strip.sub("", before)
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "is not a directory" in capsys.readouterr().err
+
+
+def test_html_table_figures_are_the_frames(report_dir):
+    """The page's share of best is the frame's (measured sweep over best measured), and its
+    fitted column the frame's fit: before, the page divided the *fit* by the best and called it
+    the share, disagreeing with the markdown and the frame on the same run."""
+    from batchprof.records.frame import batch_rows
+
+    result = load_result(report_dir)
+    page = (report_dir / HTML_FILE).read_text(encoding="utf-8")
+    table = page[page.index('<table id="per-batch"'):]
+    table = table[:table.index("</table>")]
+    headers = re.findall(r"<th>(.*?)</th>", table)
+    share_at = headers.index("share of best (measured)")
+    fit_at = headers.index("samples/s (fitted)")
+    rows = {r["batch_size"]: r for r in batch_rows(result)}
+    checked = 0
+    for batch, body in re.findall(r'<tr data-batch="(\d+)"[^>]*>(.*?)</tr>', table):
+        cells = [re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<td[^>]*>(.*?)</td>", body)]
+        row = rows[int(batch)]
+        if row["share_of_best"] is not None:
+            assert cells[share_at] == f"{row['share_of_best']:.0%}"
+            checked += 1
+        if row["fitted_samples_per_s"] is not None:
+            assert cells[fit_at] == f"{row['fitted_samples_per_s']:,.1f}"
+    assert checked >= 3

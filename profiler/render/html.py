@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from batchprof.records.frame import batch_rows
 from batchprof.records.result import BatchPoint, ProfileResult
 from batchprof.units import format_bytes, format_duration
 
@@ -167,12 +168,17 @@ def _flags(result: ProfileResult, b: int) -> list[str]:
 
 
 def _batch_row(result: ProfileResult, p: BatchPoint, predicted: dict[int, int],
-               fitted: dict[int, float], best: float | None) -> str:
+               row: dict[str, Any]) -> str:
+    """One row of the per-batch table. Throughput figures come from ``row``
+    (records.frame.batch_rows), as in the markdown and the frame, so no two outputs differ:
+    the share of best is the sweep's *measured* throughput over the best measured one; the
+    knee's fit has its own column, labelled."""
     pred = predicted.get(p.batch_size)
     peak = p.peak_allocated_bytes
     error = (pred - peak) / peak if pred is not None and peak else None
-    fit = fitted.get(p.batch_size)
-    share = fit / best if fit is not None and best else None
+    fit = row.get("fitted_samples_per_s")
+    share = row.get("share_of_best")
+    rate = p.samples_per_s if p.samples_per_s is not None else row.get("sweep_samples_per_s")
     median = p.step_time_median_s
     flags = _flags(result, p.batch_size)
     cells = [
@@ -185,12 +191,12 @@ def _batch_row(result: ProfileResult, p: BatchPoint, predicted: dict[int, int],
         _num_cell(p.activation_bytes, format_bytes(p.activation_bytes)),
         _num_cell(median, format_duration(median)),
         _num_cell(p.step_time_iqr_fraction, _fmt(p.step_time_iqr_fraction, "{:.0%}")),
-        _num_cell(p.samples_per_s, _fmt(p.samples_per_s, "{:,.1f}")),
+        _num_cell(rate, _fmt(rate, "{:,.1f}")),
+        _num_cell(fit, _fmt(fit, "{:,.1f}")),
         _num_cell(share, _fmt(share, "{:.0%}")),
     ]
     if result.dataset_size is not None:
-        steps = result.steps_per_epoch(p.batch_size)
-        epoch = steps * median if steps is not None and median else None
+        steps, epoch = row.get("steps_per_epoch"), row.get("epoch_time_s")
         cells += [_num_cell(steps, str(steps)), _num_cell(epoch, format_duration(epoch))]
     cells.append(f"<td>{e(', '.join(flags))}</td>")
     cls = " ".join(f"flag-{f}" for f in flags)
@@ -202,16 +208,15 @@ def _per_batch_table(result: ProfileResult) -> str:
     if not points:
         return "<p>No batch size was measured.</p>"
     predicted = _predicted(result)
-    fitted = dict(result.knee.fitted) if result.knee else {}
-    best = result.knee.max_samples_per_s if result.knee else None
+    rows = {r["batch_size"]: r for r in batch_rows(result)}
     headers = ["batch", "fits", "runs", "peak measured", "peak predicted", "prediction error",
-               "activations", "step time (median)", "spread (IQR)", "samples/s",
-               "share of best (fit)"]
+               "activations", "step time (median)", "spread (IQR)", "samples/s (measured)",
+               "samples/s (fitted)", "share of best (measured)"]
     if result.dataset_size is not None:
         headers += ["steps/epoch", "epoch time"]
     headers.append("marks")
     head = "".join(f"<th>{e(h)}</th>" for h in headers)
-    body = "".join(_batch_row(result, p, predicted, fitted, best) for p in points)
+    body = "".join(_batch_row(result, p, predicted, rows.get(p.batch_size, {})) for p in points)
     note = ("" if predicted else "<p class=na>No per-batch memory prediction was recorded for "
             "this run (peak predicted: n/a).</p>")
     return (f'<table id="per-batch" class="sortable"><thead><tr>{head}</tr></thead>'
