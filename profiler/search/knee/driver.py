@@ -222,7 +222,7 @@ class SweepDriver:
         complete = self.rounds >= self.plan.rounds
         if self.budget_ended:
             notes.append(f"the time budget ended the knee sweep after {self.rounds} round(s) "
-                         f"({elapsed:.1f} s); the knee is from what was measured")
+                         f"({elapsed:.1f} s); the knee uses the rounds measured by then")
             if self.rounds < 2:
                 confidence = "ambiguous"
                 notes.append("fewer than two sweep rounds: drift between rounds could not be "

@@ -162,8 +162,9 @@ def find_knee(points: Sequence[Outcome], *, alpha: float = 0.9,
     (fit_knee, model), fit_knee_95 = knee_now(alpha), knee_now(0.95)[0]
     knee, knee95, interval, confidence = fit_knee, fit_knee_95, None, "high"
     if model is not None:
-        notes.append(f"knee read off the step-time model {model.describe()} (within "
-                     f"{MODEL_TOLERANCE:.0%} of the isotonic fit near the knee and above)")
+        notes.append(f"the curve near the knee follows the step-time model {model.describe()} "
+                     f"(within {MODEL_TOLERANCE:.0%} of the isotonic fit near the knee and "
+                     "above); the knee is then settled on the measured points")
     if any(len(p.step_times_s) >= 3 for p in pts):
         knees, knees95 = _bootstrap_knees(pts, (alpha, 0.95), BOOTSTRAP_ROUNDS, seed)
         knee, knee95 = _bagged(sizes, knees), _bagged(sizes, knees95)
