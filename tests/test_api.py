@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import sys
-import types
 
 import pytest
 import torch
@@ -254,10 +252,22 @@ def test_dataset_size_caps_the_search():
 
 # ---- prediction seam ---------------------------------------------------------------------
 def _fake_prediction(monkeypatch, fn):
-    module = types.ModuleType("batchprof.prediction")
-    if fn is not None:
-        module.predict_max_batch = fn
-    monkeypatch.setitem(sys.modules, "batchprof.prediction", module)
+    """A Predictor whose max batch is ``fn(workload, capacity, target)``; ``None``: the
+    prediction package has no Predictor to import."""
+    import batchprof.prediction
+
+    if fn is None:
+        monkeypatch.delattr(batchprof.prediction, "Predictor")
+        return
+
+    class FakePredictor:
+        def __init__(self, workload, target, **options):
+            self.workload, self.target, self.calibration = workload, target, None
+
+        def max_batch(self, capacity):
+            return fn(self.workload, capacity, self.target)
+
+    monkeypatch.setattr(batchprof.prediction, "Predictor", FakePredictor)
 
 
 def test_prediction_hint_used_when_available(monkeypatch):

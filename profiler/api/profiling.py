@@ -15,7 +15,7 @@ import gc
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchprof import defaults
 from batchprof.api.options import make_spec
@@ -42,6 +42,9 @@ from batchprof.search.max_batch import find_max_batch
 from batchprof.spec import RunSpec, throughput_ladder
 from batchprof.workloads.base import Workload
 from batchprof.workloads.registry import load_workload
+
+if TYPE_CHECKING:
+    from batchprof.prediction import Predictor
 
 BUDGET_RESERVE = 0.10  # of the time budget, kept for the fits and the report after the sweep
 
@@ -169,7 +172,7 @@ def profile(
     run = _Run(wl, backend, spec.timing, sampler, on_probe, on_status, started=clock,
                budget_s=spec.time_budget_s)
     run.replay_from(replay)
-    predictors: list[Any] = []  # the Predictor behind the hint, if any
+    predictors: list[Predictor] = []  # the Predictor behind the hint, if any
     worker = _isolation_worker(workload, wl, backend, spec.timing, isolate)
     if worker is not None:
         run.prober = isolated_prober(worker, sampler)
