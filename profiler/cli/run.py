@@ -240,16 +240,12 @@ def _make_sampler(args: argparse.Namespace, device: str, out: Any) -> Any:
     """The sampler for this run: NVML on CUDA (psutil, with the reason, when NVML cannot
     serve), psutil on the CPU; 'none' samples nothing."""
     from batchprof.errors import ConfigError
-    from batchprof.sampling.factory import make_sampler
+    from batchprof.sampling.factory import device_sampler
 
     if not args.sample_interval > 0:
         raise ConfigError(f"--sample-interval must be a positive number of seconds, "
                           f"got {args.sample_interval}")
-    kind = args.sampler
-    if kind == "auto" and not device.startswith("cuda"):
-        kind = "psutil"
-    index = int(device.split(":", 1)[1]) if device.startswith("cuda:") else 0
-    sampler = make_sampler(kind, device_index=index, interval_s=args.sample_interval)
+    sampler = device_sampler(args.sampler, device, interval_s=args.sample_interval)
     if getattr(sampler, "fallback_reason", None):
         out.print(f"sampler: {sampler.kind} ({sampler.fallback_reason})", highlight=False)
     return sampler
