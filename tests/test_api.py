@@ -250,6 +250,27 @@ def test_dataset_size_caps_the_search():
     assert max(m.batch_size for m in r.probes) == 20
 
 
+# ---- backend lifetime ------------------------------------------------------------------------
+@pytest.mark.parametrize("max_fitting", [3, 0], ids=["fits", "nothing-fits"])
+def test_profile_closes_the_backend_it_builds(monkeypatch, max_fitting):
+    built = []
+    monkeypatch.setattr("batchprof.api.profiling.make_backend",
+                        lambda device, limit: built.append(fake(max_fitting)) or built[-1])
+    if max_fitting:
+        r = profile(tiny_workload(), "cpu", "64MiB", max_batch=8, use_prediction=False,
+                    knee=False, timing=ONE_STEP)
+        assert r.max_batch == max_fitting
+    else:
+        with pytest.raises(BudgetError):
+            profile(tiny_workload(), "cpu", "64MiB", max_batch=8, use_prediction=False,
+                    knee=False, timing=ONE_STEP)
+    assert len(built) == 1 and built[0].closed
+    given = fake(3)
+    profile(tiny_workload(), backend=given, max_batch=8, use_prediction=False, knee=False,
+            timing=ONE_STEP)
+    assert not given.closed  # the caller's, to close (the CLI does)
+
+
 # ---- prediction seam ---------------------------------------------------------------------
 def _fake_prediction(monkeypatch, fn):
     """A Predictor whose max batch is ``fn(workload, capacity, target)``; ``None``: the

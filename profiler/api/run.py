@@ -208,11 +208,9 @@ def _with_roofline(workload: Workload, backend: Backend, probes: tuple[Measureme
     try:
         measured = ceilings(device)
         gpu_name = gpu_total = None
-        if device == "cuda":
-            import torch
-
-            props = torch.cuda.get_device_properties(backend.device)
-            gpu_name, gpu_total = props.name, props.total_memory
+        if device == "cuda":  # a GPU's datasheet gives the second MFU (mfu_spec_pct)
+            info = backend.device_info()
+            gpu_name, gpu_total = info.name, info.total_memory_bytes
         annotated = annotate_roofline(workload, probes, measured, gpu_name=gpu_name,
                                       gpu_total_bytes=gpu_total)
     except BatchprofError as exc:
