@@ -55,7 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "epoch to the report")
     p.add_argument("--alpha", type=float, default=defaults.ALPHA,
                    help="knee threshold: the smallest batch with throughput >= alpha x the best "
-                        "(default 0.9; 0.95 is always reported too)")
+                        f"(default {defaults.ALPHA}; 0.95 is always reported too)")
     p.add_argument("--hint", type=int, default=None, metavar="N",
                    help="your guess of the max batch: the search starts around it")
     p.add_argument("--no-knee", action="store_true",
