@@ -41,7 +41,7 @@ def test_mfu_at_batch_32(benchmark, name):
 
     m = benchmark.pedantic(measured, rounds=1, iterations=1)
     (annotated,) = annotate_roofline(workload, [m], ceilings)
-    x = annotated.extra
+    x = annotated.roofline.to_dict()
     benchmark.extra_info.update(workload=name, batch_size=BATCH, ceilings=ceilings.to_dict(),
                                 **{k: x[k] for k in ("flops_per_step", "bytes_per_step",
                                                      "achieved_flops_per_s", "mfu_pct",

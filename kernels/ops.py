@@ -14,7 +14,7 @@ light), and then by module path: the ops are named like the kernel modules, so
 Ops: copy(src) -> Tensor; triad(b, c, scalar) -> Tensor; matmul(a, b) -> Tensor (these three
 are differentiable); fill_pattern(buf!, seed) -> None; count_pattern_mismatches(buf, seed) ->
 0-dim int64 Tensor. ``register_flop_formulas()`` makes ``torch.utils.flop_counter`` count the
-matmul (called by whoever counts FLOPs; not on import, see there).
+matmul (``batchprof.roofline.costs.step_costs`` calls it; not on import, see there).
 """
 
 from __future__ import annotations
@@ -132,8 +132,9 @@ def register_flop_formulas() -> None:
 
     Without this, FlopCounterMode counts a model's custom matmul as 0 FLOPs. Not done on import
     because ``torch.utils.flop_counter`` imports Triton, and ``import batchprof.kernels`` must
-    not; callers that count FLOPs (the roofline) call it first. Idempotent. Only the matmul is
-    registered: flop_counter counts matmul-like ops only, so an elementwise triad stays out too.
+    not; ``batchprof.roofline.costs.step_costs`` (the roofline's FLOP count) calls it first.
+    Idempotent. Only the matmul is registered: flop_counter counts matmul-like ops only, so an
+    elementwise triad stays out too.
     """
     from torch.utils.flop_counter import flop_registry, register_flop_formula
 

@@ -104,18 +104,18 @@ def kernels_info(load: bool = True) -> dict[str, Any]:
 
 def default_plan(cuda: dict[str, Any], nvml_module: Any = None) -> dict[str, Any]:
     """What ``--device auto`` and ``--sampler auto`` resolve to on this machine, and why."""
-    from .sampling import libnvml
+    from .sampling.factory import auto_kind
 
     device = resolve_device("auto")
     if device == "cuda" and cuda["devices"]:
         device = f"cuda:{torch.cuda.current_device()}"
-    # The same test make_sampler("auto") runs: NVML for CUDA ordinal 0, else psutil.
-    nvml_ok, nvml_reason = libnvml.availability(0, nvml_module=nvml_module)
+    # What make_sampler("auto") picks: NVML for CUDA ordinal 0, else psutil.
+    sampler, reason = auto_kind(0, nvml_module=nvml_module)
     return {
         "device": device,
         "device_notice": device_notice("auto", resolve_device("auto")),
-        "sampler": "nvml" if nvml_ok else "psutil",
-        "sampler_reason": nvml_reason,  # the GPU NVML samples, or why it cannot
+        "sampler": sampler,
+        "sampler_reason": reason,  # the GPU NVML samples, or why it cannot
     }
 
 

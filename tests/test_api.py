@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import sys
-import types
 
 import pytest
 import torch
@@ -252,12 +250,45 @@ def test_dataset_size_caps_the_search():
     assert max(m.batch_size for m in r.probes) == 20
 
 
+# ---- backend lifetime ------------------------------------------------------------------------
+@pytest.mark.parametrize("max_fitting", [3, 0], ids=["fits", "nothing-fits"])
+def test_profile_closes_the_backend_it_builds(monkeypatch, max_fitting):
+    built = []
+    monkeypatch.setattr("batchprof.api.profiling.make_backend",
+                        lambda device, limit: built.append(fake(max_fitting)) or built[-1])
+    if max_fitting:
+        r = profile(tiny_workload(), "cpu", "64MiB", max_batch=8, use_prediction=False,
+                    knee=False, timing=ONE_STEP)
+        assert r.max_batch == max_fitting
+    else:
+        with pytest.raises(BudgetError):
+            profile(tiny_workload(), "cpu", "64MiB", max_batch=8, use_prediction=False,
+                    knee=False, timing=ONE_STEP)
+    assert len(built) == 1 and built[0].closed
+    given = fake(3)
+    profile(tiny_workload(), backend=given, max_batch=8, use_prediction=False, knee=False,
+            timing=ONE_STEP)
+    assert not given.closed  # the caller's, to close (the CLI does)
+
+
 # ---- prediction seam ---------------------------------------------------------------------
 def _fake_prediction(monkeypatch, fn):
-    module = types.ModuleType("batchprof.prediction")
-    if fn is not None:
-        module.predict_max_batch = fn
-    monkeypatch.setitem(sys.modules, "batchprof.prediction", module)
+    """A Predictor whose max batch is ``fn(workload, capacity, target)``; ``None``: the
+    prediction package has no Predictor to import."""
+    import batchprof.prediction
+
+    if fn is None:
+        monkeypatch.delattr(batchprof.prediction, "Predictor")
+        return
+
+    class FakePredictor:
+        def __init__(self, workload, target, **options):
+            self.workload, self.target, self.calibration = workload, target, None
+
+        def max_batch(self, capacity):
+            return fn(self.workload, capacity, self.target)
+
+    monkeypatch.setattr(batchprof.prediction, "Predictor", FakePredictor)
 
 
 def test_prediction_hint_used_when_available(monkeypatch):

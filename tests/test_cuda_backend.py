@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import batchprof
-from batchprof.backends import Backend, BudgetExceeded, device_notice, make_backend
+from batchprof.backends import Backend, BudgetExceeded, DeviceInfo, device_notice, make_backend
 from batchprof.backends import cuda as cuda_module
 from batchprof.backends.cuda import CudaBackend
 from batchprof.errors import ConfigError, DeviceUnavailableError
@@ -250,6 +250,32 @@ def test_context_manager_restores(no_warmup):
         backend.start_probe(1)
         assert fake.fraction == 0.25
     assert fake.fraction == 1.0
+
+
+def test_device_info_names_the_device_without_warming_it_up(no_warmup):
+    info = make(FakeCuda(total=80 * GiB)).device_info()
+    assert info == DeviceInfo("cuda:0", "Fake H100", 80 * GiB)
+    assert no_warmup == []  # read from the device properties: nothing ran on the device
+    cpu = make_backend("cpu").device_info()
+    assert cpu.device == "cpu" and cpu.name and cpu.total_memory_bytes > 0
+
+
+def test_measure_closes_the_backend_it_builds(no_warmup, monkeypatch):
+    fake, built = FakeCuda(total=80 * GiB, fraction=1.0, retries=(0,) * 4), []
+
+    def build(device, limit):
+        built.append(cpu_stepping(fake, limit))  # kept alive: only close() can restore
+        return built[-1]
+
+    monkeypatch.setattr("batchprof.probe.step.make_backend", build)
+    m = batchprof.measure(tiny_workload(), 4, device="cuda", memory_limit=8 * GiB,
+                          timing=ONE_STEP)
+    assert m.feasible and len(built) == 1
+    assert fake.fractions_set == [0.1, 1.0]  # set by the probe, restored by measure()
+    given = cpu_stepping(fake, 8 * GiB)
+    batchprof.measure(tiny_workload(), 4, backend=given, timing=ONE_STEP)
+    assert fake.fraction == 0.1  # a caller's backend is the caller's to close
+    given.close()
 
 
 def test_no_limit_never_touches_the_fraction(no_warmup):

@@ -19,17 +19,20 @@ WIDTH = 32
 
 
 class TritonLinear(nn.Module):
-    def __init__(self, n_in: int, n_out: int):
+    def __init__(self, n_in: int, n_out: int, aten: bool = False):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(n_in, n_out) / n_in**0.5)
+        self.aten = aten  # the same layer on torch's own matmul, for comparison
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.aten:
+            return x @ self.weight
         return torch.ops.batchprof.matmul(x, self.weight)
 
 
-def custom_op_workload() -> batchprof.Workload:
+def custom_op_workload(aten: bool = False) -> batchprof.Workload:
     def model_fn() -> nn.Module:
-        return nn.Sequential(TritonLinear(WIDTH, WIDTH), nn.ReLU(), nn.Linear(WIDTH, 4))
+        return nn.Sequential(TritonLinear(WIDTH, WIDTH, aten), nn.ReLU(), nn.Linear(WIDTH, 4))
 
     def batch_fn(batch_size: int, device: torch.device):
         return (torch.ones(batch_size, WIDTH, device=device),
@@ -47,3 +50,10 @@ def test_custom_op_workload_is_measured_and_predicted_within_error_bar():
         m = batchprof.measure(w, b, timing=TimingPolicy(timed_steps=1, max_timed_steps=1))
         assert m.feasible
         assert predicted[b] == pytest.approx(m.peak_allocated_bytes, rel=0.03), b
+
+
+def test_roofline_counts_the_custom_matmul_flops_as_torch_counts_its_own():
+    from batchprof.roofline.costs import step_costs
+
+    custom, aten = step_costs(custom_op_workload(), 8), step_costs(custom_op_workload(True), 8)
+    assert custom.flops == aten.flops > 2 * (2 * 8 * WIDTH * WIDTH)  # forward + weight grad

@@ -15,6 +15,7 @@ from batchprof.backends.fake import FakeBackend
 from batchprof.probe import TimingPolicy
 from batchprof.records.frame import result_frame
 from batchprof.records.measurement import SampleSeries
+from batchprof.records.roofline import RooflinePoint
 from batchprof.render.plots import (
     draw_peak_memory,
     draw_roofline,
@@ -43,17 +44,21 @@ def enriched(result):
     """The same run with a prediction, sampler series and roofline figures on every probe."""
     probes = []
     for m in result.probes:
-        extra = {}
+        point = None
         samples = ()
         if m.feasible:
             b = m.batch_size
             samples = (SampleSeries("cpu_pct", "%", (0.0, 0.1, 0.2, 0.3),
                                     (50.0 + b, 60.0 + b, None, 70.0 + b)),)
-            extra = {"achieved_flops_per_s": 1e9 * b, "arithmetic_intensity_flop_per_byte": 1.0 + b / 100,
-                     "peak_flops_per_s": 1e11, "peak_bandwidth_gbps": 10.0, "mfu_pct": b / 10,
-                     "bound": "memory"}
+            flops, intensity = 1e7 * b, 1.0 + b / 100  # at 0.01 s a step: 1e9·b FLOP/s
+            point = RooflinePoint(
+                flops_per_step=flops, bytes_per_step=flops / intensity,
+                achieved_flops_per_s=1e9 * b, mfu_pct=b / 10, mfu_spec_pct=None,
+                arithmetic_intensity_flop_per_byte=intensity, ridge_point_flop_per_byte=10.0,
+                bound="memory", roofline_step_time_s=flops / intensity / 10e9,
+                peak_flops_per_s=1e11, peak_bandwidth_gbps=10.0)
         predicted = None if m.peak_allocated_bytes is None else int(m.peak_allocated_bytes * 1.1)
-        probes.append(dataclasses.replace(m, samples=samples, extra=extra,
+        probes.append(dataclasses.replace(m, samples=samples, roofline=point,
                                           predicted_peak_allocated_bytes=predicted))
     return dataclasses.replace(result, probes=tuple(probes))
 

@@ -114,6 +114,25 @@ def test_bad_input_exits_2_before_probing(tmp_path, capsys, args, message):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message when CUDA is absent")
+@pytest.mark.parametrize("isolate", ["--no-isolate", "--isolate"])
+def test_run_closes_its_backend_however_it_ends(tmp_path, capsys, monkeypatch, isolate):
+    from batchprof.backends.fake import FakeBackend
+
+    built = []
+
+    def build(device, limit):
+        built.append(FakeBackend(lambda b: 10**6 + 10**4 * b, limit))
+        return built[-1]
+
+    monkeypatch.setattr("batchprof.backends.make_backend", build)
+    code = main(["run", "mlp", "--device", "cpu", "--memory-limit", "64MiB", "--out",
+                 str(tmp_path), "--max-batch", "2", "--no-predict", "--no-knee", "--steps", "1",
+                 "--sampler", "none", isolate])
+    # --isolate rebuilds a cpu/cuda backend in a worker, which a fake cannot be: an error
+    assert code == (0 if isolate == "--no-isolate" else 2)
+    assert len(built) == 1 and built[0].closed
+
+
 def test_missing_cuda_exits_2_and_writes_nothing(tmp_path, capsys):
     code = main(["run", TINY, "--device", "cuda", "--out", str(tmp_path)])
     assert code == 2

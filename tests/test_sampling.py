@@ -159,6 +159,21 @@ def test_auto_picks_nvml_when_it_answers():
     assert isinstance(sampler, nvml.NvmlSampler) and sampler.fallback_reason is None
 
 
+def test_device_sampler_is_the_one_auto_policy_for_a_run_on_a_device(monkeypatch):
+    from batchprof.sampling.factory import cuda_ordinal, device_sampler
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert [cuda_ordinal(d) for d in ("cpu", "cuda", "cuda:0", "cuda:3")] == [0, 0, 0, 3]
+    fake = FakePynvml([FakeGpu(), FakeGpu(uuid="GPU-2")])
+    # a CPU run samples the CPU even where NVML answers for a GPU
+    assert type(device_sampler("auto", "cpu", nvml_module=fake)) is PsutilSampler
+    on_second = device_sampler("auto", "cuda:1", nvml_module=fake)
+    assert isinstance(on_second, nvml.NvmlSampler) and on_second.device_index == 1
+    assert device_sampler("psutil", "cuda:1", nvml_module=fake).kind == "psutil"
+    with pytest.raises(SamplerUnavailable):
+        device_sampler("nvml", "cuda:5", nvml_module=fake)
+
+
 def test_driver_not_loaded_and_missing_package_reasons(monkeypatch):
     ok, reason = libnvml.availability(0, nvml_module=FakePynvml(init_error=NVML_ERROR_DRIVER_NOT_LOADED))
     assert not ok and "driver is not loaded" in reason

@@ -10,23 +10,26 @@ replay costs a note, never the run.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING
 
 from batchprof.errors import BatchprofError
 from batchprof.records.measurement import Measurement
 
+if TYPE_CHECKING:
+    from batchprof.prediction import Predictor
 
-def with_predicted_peaks(predictor: Any, probes: tuple[Measurement, ...], notes: list[str]
+
+def with_predicted_peaks(predictor: Predictor, probes: tuple[Measurement, ...], notes: list[str]
                          ) -> tuple[Measurement, ...]:
-    """``probes`` with each batch size's predicted peak filled in from ``predictor`` (a
-    batchprof.prediction.Predictor); unchanged, with a note, when it cannot be had."""
+    """``probes`` with each batch size's predicted peak filled in from ``predictor`` (the
+    hint's Predictor, traced and calibrated already); unchanged, with a note, when it cannot be had."""
     sizes = sorted({m.batch_size for m in probes})
     try:
         peaks = {b: predictor.peaks(b) for b in sizes}
     except (NotImplementedError, BatchprofError) as exc:
         notes.append(f"per-batch predicted peaks unavailable: {type(exc).__name__}: {exc}")
         return probes
-    cuda = getattr(predictor, "target", "cpu") == "cuda"
+    cuda = predictor.target == "cuda"
     out = []
     for m in probes:
         p = peaks[m.batch_size]

@@ -15,7 +15,7 @@ import gc
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchprof import defaults
 from batchprof.api.options import make_spec
@@ -42,6 +42,9 @@ from batchprof.search.max_batch import find_max_batch
 from batchprof.spec import RunSpec, throughput_ladder
 from batchprof.workloads.base import Workload
 from batchprof.workloads.registry import load_workload
+
+if TYPE_CHECKING:
+    from batchprof.prediction import Predictor
 
 BUDGET_RESERVE = 0.10  # of the time budget, kept for the fits and the report after the sweep
 
@@ -113,7 +116,8 @@ def profile(
     (no throughput ladder, no knee: the quick answer to "what fits?").
     ``hint`` (or, when absent and ``use_prediction``, the prediction) seeds the search.
     ``roofline=True`` measures the device's ceilings once and adds FLOPs, achieved FLOP/s,
-    MFU and the bound to each timed probe's ``extra`` (see batchprof.roofline.efficiency).
+    MFU and the bound to each timed probe (``Measurement.roofline``, a RooflinePoint; see
+    batchprof.roofline.efficiency).
     ``noise_scale=True`` (or a ``batchprof.noise.NoiseOptions``) adds the gradient noise scale
     after the knee, its big batch defaulting to the max batch (``result.noise_scale``).
     ``on_probe(m)`` sees each Measurement as it completes; ``on_status(text)`` hears what the
@@ -157,19 +161,34 @@ def profile(
             resolve=resolve_device if backend is None else None, time_budget_s=time_budget_s)
         notes += decided
     wl = load_workload(workload)
+    owned = backend is None  # built here, so closed here; a caller's backend stays open
     if backend is None:
         backend = make_backend(resolve_device(spec.device), spec.memory_limit_bytes)
     elif spec.memory_limit_bytes is not None and spec.memory_limit_bytes != backend.memory_limit_bytes:
         raise ConfigError("memory_limit differs from the given backend's memory_limit_bytes; "
                           "set the limit on the backend you pass")
-    if backend.capacity_bytes() is None and spec.top_batch is None:
-        raise ConfigError(f"nothing bounds the search on {backend.name}: give a memory limit "
-                          "(memory_limit), max_batch or dataset_size")
+    try:
+        if backend.capacity_bytes() is None and spec.top_batch is None:
+            raise ConfigError(f"nothing bounds the search on {backend.name}: give a memory "
+                              "limit (memory_limit), max_batch or dataset_size")
+        run = _Run(wl, backend, spec.timing, sampler, on_probe, on_status, started=clock,
+                   budget_s=spec.time_budget_s)
+        run.replay_from(replay)
+        return _profile_run(run, workload, spec, notes, started_at, isolate, noise_scale,
+                            len(replay))
+    finally:
+        if owned:
+            backend.close()
+
+
+def _profile_run(run: _Run, workload: Workload | str, spec: RunSpec, notes: list[str],
+                 started_at: str, isolate: bool, noise_scale: bool | Any,
+                 replayable: int) -> ProfileResult:
+    """The search, the ladder, the knee and the result of :func:`profile`, on ``run``'s
+    backend (``replayable``: how many logged probes the run was handed)."""
+    wl, backend, sampler, clock = run.workload, run.backend, run.sampler, run.started
     hint, hint_source = spec.hint, ("user" if spec.hint is not None else None)
-    run = _Run(wl, backend, spec.timing, sampler, on_probe, on_status, started=clock,
-               budget_s=spec.time_budget_s)
-    run.replay_from(replay)
-    predictors: list[Any] = []  # the Predictor behind the hint, if any
+    predictors: list[Predictor] = []  # the Predictor behind the hint, if any
     worker = _isolation_worker(workload, wl, backend, spec.timing, isolate)
     if worker is not None:
         run.prober = isolated_prober(worker, sampler)
@@ -242,8 +261,8 @@ def profile(
         if worker is not None:
             worker.close()
     notes.extend(crash_notes(run.probes))
-    if replay:
-        notes.append(f"resumed: {run.replayed} of the {len(replay)} logged probes were taken "
+    if replayable:
+        notes.append(f"resumed: {run.replayed} of the {replayable} logged probes were taken "
                      "from the probe log, not run again")
 
     max_found = max_search.max_batch if max_search is not None else None

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import psutil
 
 from batchprof.backends import Backend, CpuBackend
 from batchprof.errors import BatchprofError, BudgetError, TraceError
@@ -18,6 +20,9 @@ from batchprof.search.knee.driver import SweepDriver, SweepPlan
 from batchprof.search.knee.find import find_knee
 from batchprof.units import format_bytes
 from batchprof.workloads.base import Workload
+
+if TYPE_CHECKING:
+    from batchprof.prediction import Predictor
 
 
 def _hint_calibration_sizes() -> tuple[int, ...]:
@@ -32,7 +37,7 @@ def _hint_calibration_sizes() -> tuple[int, ...]:
 
 
 def _prediction_hint(workload: Workload, backend: Backend,
-                     keep: list[Any] | None = None) -> tuple[int | None, str]:
+                     keep: list[Predictor] | None = None) -> tuple[int | None, str]:
     """The predicted max batch for this backend's capacity, and a note saying where it came
     from or why there is none. The one place that calls the prediction (imported lazily: it
     is optional, and a failure in it must only cost probes, never the run). With ``keep``, the
@@ -45,45 +50,32 @@ def _prediction_hint(workload: Workload, backend: Backend,
     if target not in ("cpu", "cuda"):
         return None, f"prediction unavailable: no prediction target for the {target} backend"
     try:
-        import importlib
-
-        # import_module reads sys.modules (what `import a.b as c` does not, once the
-        # attribute exists on the parent package): a replaced prediction module is honoured.
-        prediction = importlib.import_module("batchprof.prediction")
-        predictor_cls = getattr(prediction, "Predictor", None)
-        if predictor_cls is None or keep is None:
-            from batchprof.prediction import predict_max_batch
+        from batchprof.prediction import Predictor
     except ImportError as exc:
         return None, f"prediction unavailable: {exc}"
+    # What predict_max_batch does, keeping the Predictor: real calibration steps get at most
+    # half the memory available now.
+    budget = min(capacity, psutil.virtual_memory().available // 2)
     try:
-        if predictor_cls is not None and keep is not None:
-            # What predict_max_batch does, keeping the Predictor: real calibration steps get
-            # at most half the memory available now.
-            import psutil
-
-            budget = min(capacity, psutil.virtual_memory().available // 2)
-            predictor = predictor_cls(workload, target, calibration_budget_bytes=budget,
-                                      calibration_sizes=_hint_calibration_sizes())
-            predicted = predictor.max_batch(capacity)
-            keep.append(predictor)
-        else:
-            predicted = predict_max_batch(workload, capacity, target=target)
+        predictor = Predictor(workload, target, calibration_budget_bytes=budget,
+                              calibration_sizes=_hint_calibration_sizes())
+        predicted = predictor.max_batch(capacity)
     except (TraceError, NotImplementedError) as exc:
         return None, f"prediction unavailable: {exc}"
-    # Accept a bare int or a record carrying max_batch (the prediction's API is still young).
-    value = getattr(predicted, "max_batch", predicted)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        return None, f"prediction unavailable: the prediction found no batch that fits ({value!r})"
-    return value, f"search seeded by prediction: max batch about {value}"
+    if keep is not None:
+        keep.append(predictor)
+    if predicted is None:
+        return None, "prediction unavailable: the prediction found no batch that fits"
+    return predicted, f"search seeded by prediction: max batch about {predicted}"
 
 
-def _calibration_readings(predictors: list[Any], backend: Backend) -> list[Outcome]:
+def _calibration_readings(predictors: list[Predictor], backend: Backend) -> list[Outcome]:
     """The hint's calibration steps as search Outcomes: real steps at small sizes whose peak
     was read the way ``measure()`` reads it, so the max-batch search reuses them instead of
     probing those sizes again (nothing is paid twice for one size). Empty without a
     calibrated Predictor or a capacity to judge the readings against."""
     capacity = backend.capacity_bytes()
-    calibration = getattr(predictors[0], "calibration", None) if predictors else None
+    calibration = predictors[0].calibration if predictors else None
     if calibration is None or capacity is None:
         return []
     device = "cuda" if backend.name.startswith("cuda") else backend.name
@@ -216,11 +208,9 @@ def _with_roofline(workload: Workload, backend: Backend, probes: tuple[Measureme
     try:
         measured = ceilings(device)
         gpu_name = gpu_total = None
-        if device == "cuda":
-            import torch
-
-            props = torch.cuda.get_device_properties(backend.device)
-            gpu_name, gpu_total = props.name, props.total_memory
+        if device == "cuda":  # a GPU's datasheet gives the second MFU (mfu_spec_pct)
+            info = backend.device_info()
+            gpu_name, gpu_total = info.name, info.total_memory_bytes
         annotated = annotate_roofline(workload, probes, measured, gpu_name=gpu_name,
                                       gpu_total_bytes=gpu_total)
     except BatchprofError as exc:

@@ -7,10 +7,10 @@ import re
 import torch
 
 from ..errors import ConfigError, DeviceUnavailableError
-from .base import Backend, BudgetExceeded, MemoryReading, unique_storage_bytes
+from .base import Backend, BudgetExceeded, DeviceInfo, MemoryReading, unique_storage_bytes
 from .cpu import CpuBackend
 
-__all__ = ["Backend", "BudgetExceeded", "CpuBackend", "MemoryReading", "device_notice",
+__all__ = ["Backend", "BudgetExceeded", "CpuBackend", "DeviceInfo", "MemoryReading", "device_notice",
            "make_backend", "resolve_device", "unique_storage_bytes"]
 
 _CUDA_INDEX = re.compile(r"cuda:[0-9]+", re.ASCII)

@@ -33,6 +33,16 @@ class MemoryReading:
     num_alloc_retries: int | None = None
 
 
+@dataclass(frozen=True)
+class DeviceInfo:
+    """Which device a backend measures on: what the roofline matches a GPU datasheet by, and
+    what a report names. None: the device does not say."""
+
+    device: str  # the backend's name: "cpu", "cuda:0", "fake"
+    name: str | None  # the model, e.g. "NVIDIA H100 80GB HBM3"
+    total_memory_bytes: int | None  # the whole device's memory, not the budget
+
+
 @runtime_checkable
 class Backend(Protocol):
     name: str  # "cpu", "cuda:0", "fake"
@@ -71,6 +81,14 @@ class Backend(Protocol):
 
     def is_oom(self, exc: BaseException) -> bool:
         """Whether ``exc`` means out-of-memory on this device (by type where a type exists)."""
+
+    def device_info(self) -> DeviceInfo:
+        """The device's model name and total memory (no warm-up, nothing allocated)."""
+
+    def close(self) -> None:
+        """Undo what the backend changed for the whole process (CUDA: the memory fraction of
+        its limit). Idempotent. Whoever builds a backend closes it: ``measure``, ``profile``
+        and the CLI do, in a ``finally``."""
 
 
 def unique_storage_bytes(tensors: Iterable[torch.Tensor]) -> int:

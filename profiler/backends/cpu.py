@@ -30,7 +30,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from ..units import format_bytes
-from .base import BudgetExceeded, MemoryReading, null_context, unique_storage_bytes
+from .base import BudgetExceeded, DeviceInfo, MemoryReading, null_context, unique_storage_bytes
 
 
 class StorageBudgetGuard(TorchDispatchMode):
@@ -207,6 +207,20 @@ def _give_back_freed_heap() -> None:
         trim(0)
 
 
+def cpu_model_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` says."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine() or "cpu"
+
+
 class CpuBackend:
     """Real CPU runs with an optional enforced ``memory_limit_bytes``."""
 
@@ -263,3 +277,11 @@ class CpuBackend:
         # The CPU allocator raises a plain RuntimeError (no OOM type exists on the CPU path);
         # its message is the only signal, so it is matched here and nowhere else.
         return isinstance(exc, RuntimeError) and "DefaultCPUAllocator: can't allocate" in str(exc)
+
+    def device_info(self) -> DeviceInfo:
+        import psutil
+
+        return DeviceInfo(self.name, cpu_model_name(), int(psutil.virtual_memory().total))
+
+    def close(self) -> None:
+        pass  # the budget is this backend's own guard: nothing process-wide to restore

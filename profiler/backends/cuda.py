@@ -41,7 +41,7 @@ import torch
 
 from ..errors import ConfigError, DeviceUnavailableError
 from ..units import format_bytes
-from .base import BudgetExceeded, MemoryReading, null_context
+from .base import BudgetExceeded, DeviceInfo, MemoryReading, null_context
 
 # cudaErrorMemoryAllocation: a cudaMalloc outside the caching allocator failed (raised as
 # torch.AcceleratorError with this error_code).
@@ -101,7 +101,9 @@ class CudaBackend:
         self.index = index
         self.device = torch.device("cuda", index)
         self.name = f"cuda:{index}"
-        self.total_bytes = int(self._cuda.get_device_properties(index).total_memory)
+        properties = self._cuda.get_device_properties(index)
+        self.total_bytes = int(properties.total_memory)
+        self.device_name = str(properties.name)
         get_backend = getattr(self._cuda, "get_allocator_backend", None)
         self.allocator_backend = get_backend() if get_backend is not None else "native"
         if memory_limit_bytes is not None:
@@ -159,6 +161,9 @@ class CudaBackend:
         if self._fraction_restorer is not None:
             self._fraction_restorer()
             self._fraction_restorer = None
+
+    def device_info(self) -> DeviceInfo:
+        return DeviceInfo(self.name, self.device_name, self.total_bytes)
 
     def __enter__(self) -> CudaBackend:
         return self

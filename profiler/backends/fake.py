@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import torch
 
-from .base import BudgetExceeded, MemoryReading, null_context, unique_storage_bytes
+from .base import BudgetExceeded, DeviceInfo, MemoryReading, null_context, unique_storage_bytes
 
 
 class FakeBackend:
@@ -32,6 +32,7 @@ class FakeBackend:
         self._oom_at = set(oom_at)
         self._batch_size = 0
         self.probes: list[int] = []  # batch sizes in the order they were probed
+        self.closed = False
 
     def capacity_bytes(self) -> int | None:
         return self.memory_limit_bytes
@@ -68,3 +69,9 @@ class FakeBackend:
 
     def is_oom(self, exc: BaseException) -> bool:
         return isinstance(exc, torch.OutOfMemoryError)
+
+    def device_info(self) -> DeviceInfo:
+        return DeviceInfo(self.name, None, self.memory_limit_bytes)
+
+    def close(self) -> None:
+        self.closed = True

@@ -43,12 +43,10 @@ def run(args: argparse.Namespace, console) -> int:
     from batchprof.backends import resolve_device
     from batchprof.probe.step import TimingPolicy, measure
     from batchprof.render.tables import measurement_table
-    from batchprof.sampling.factory import make_sampler
+    from batchprof.sampling.factory import device_sampler
 
     device = resolve_device(args.device)
-    kind = "psutil" if args.sampler == "auto" and device == "cpu" else args.sampler
-    index = int(device.split(":", 1)[1]) if device.startswith("cuda:") else 0
-    with make_sampler(kind, device_index=index) as sampler:
+    with device_sampler(args.sampler, device) as sampler:
         m = measure(workload_ref(args), args.batch_size, device=device,
                     memory_limit=args.memory_limit, sampler=sampler,
                     timing=TimingPolicy(timed_steps=args.steps,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchprof import defaults
 from batchprof.cli.args import (
@@ -23,6 +23,11 @@ from batchprof.cli.args import (
 from batchprof.cli.noise import add_noise_arguments, noise_request
 
 from . import parallel
+
+if TYPE_CHECKING:
+    from batchprof.backends import Backend
+    from batchprof.spec import RunSpec
+    from batchprof.workloads.base import Workload
 
 DEFAULT_WORKLOAD = defaults.WORKLOAD
 EXIT_INTERRUPTED = 130
@@ -50,7 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "epoch to the report")
     p.add_argument("--alpha", type=float, default=defaults.ALPHA,
                    help="knee threshold: the smallest batch with throughput >= alpha x the best "
-                        "(default 0.9; 0.95 is always reported too)")
+                        f"(default {defaults.ALPHA}; 0.95 is always reported too)")
     p.add_argument("--hint", type=int, default=None, metavar="N",
                    help="your guess of the max batch: the search starts around it")
     p.add_argument("--no-knee", action="store_true",
@@ -134,20 +139,16 @@ def run(args: argparse.Namespace, console: Any) -> int:
         return parallel.handle("run", args, console)
     from rich.console import Console
 
-    from batchprof.cli.resume import resume_request, write_run_file
+    from batchprof.cli.resume import resume_request
 
     replay: list[Any] = []
     resumed = None
     if args.resume:  # the recorded run's options, its directory, its finished probes
         args, resumed, replay = resume_request(args)
     from batchprof.api.options import make_spec
-    from batchprof.api.profiling import profile
     from batchprof.backends import device_notice, make_backend, resolve_device
     from batchprof.cli.main import wide_console
-    from batchprof.errors import BatchprofError
     from batchprof.probe.step import TimingPolicy
-    from batchprof.render.files import PROBE_LOG, ProbeLog, make_report_dir, write_report
-    from batchprof.render.tables import noise_console_lines, summary_table
     from batchprof.units import format_bytes
     from batchprof.workloads.registry import load_workload
 
@@ -176,6 +177,24 @@ def run(args: argparse.Namespace, console: Any) -> int:
 
     # Built before the report directory, so a missing device or a bad limit leaves nothing.
     backend = make_backend(device, spec.memory_limit_bytes)
+    try:
+        return _run_on(args, console, out, backend, device, spec, workload, noise_scale,
+                       resumed, replay)
+    finally:
+        backend.close()  # however the run ends: a CUDA limit's memory fraction is restored
+
+
+def _run_on(args: argparse.Namespace, console: Any, out: Any, backend: Backend, device: str,
+            spec: RunSpec, workload: Workload, noise_scale: Any, resumed: Any,
+            replay: list[Any]) -> int:
+    """The run itself, on the backend ``run`` built (and closes): sampler, report directory,
+    probe log, ``profile()``, the report and the summary."""
+    from batchprof.api.profiling import profile
+    from batchprof.cli.resume import write_run_file
+    from batchprof.errors import BatchprofError
+    from batchprof.render.files import PROBE_LOG, ProbeLog, make_report_dir, write_report
+    from batchprof.render.tables import noise_console_lines, summary_table
+
     sampler = _make_sampler(args, device, out)
     if resumed is None:
         directory = make_report_dir(workload.name, args.out)
@@ -240,16 +259,12 @@ def _make_sampler(args: argparse.Namespace, device: str, out: Any) -> Any:
     """The sampler for this run: NVML on CUDA (psutil, with the reason, when NVML cannot
     serve), psutil on the CPU; 'none' samples nothing."""
     from batchprof.errors import ConfigError
-    from batchprof.sampling.factory import make_sampler
+    from batchprof.sampling.factory import device_sampler
 
     if not args.sample_interval > 0:
         raise ConfigError(f"--sample-interval must be a positive number of seconds, "
                           f"got {args.sample_interval}")
-    kind = args.sampler
-    if kind == "auto" and not device.startswith("cuda"):
-        kind = "psutil"
-    index = int(device.split(":", 1)[1]) if device.startswith("cuda:") else 0
-    sampler = make_sampler(kind, device_index=index, interval_s=args.sample_interval)
+    sampler = device_sampler(args.sampler, device, interval_s=args.sample_interval)
     if getattr(sampler, "fallback_reason", None):
         out.print(f"sampler: {sampler.kind} ({sampler.fallback_reason})", highlight=False)
     return sampler

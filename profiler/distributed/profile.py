@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from .. import defaults
 from ..errors import BatchprofError, BudgetError
 from ..probe.step import TimingPolicy
 from ..records.search import KneeResult, MaxBatchResult, Outcome
@@ -169,7 +170,7 @@ def profile_distributed(
     workload: Workload | str, strategy: str = "ddp", *, device: str = "cpu",
     memory_limit: int | str | Sequence[int | str] | None = None, min_batch: int = 1,
     max_batch: int | None = None, multiple_of: int = 1, grad_accumulation: int = 1,
-    knee: bool = True, alpha: float = 0.9, timing: TimingPolicy | None = None,
+    knee: bool = True, alpha: float = defaults.ALPHA, timing: TimingPolicy | None = None,
     use_prediction: bool = False,
     on_probe: Callable[[DistributedMeasurement], None] | None = None,
     world: World | None = None,

@@ -197,11 +197,16 @@ def snapshot_probe(workload: Workload | str, batch_size: int, path: str | Path, 
     """
     from batchprof.probe.step import TimingPolicy, measure
 
+    owned = backend is None  # built here, so closed here
     if backend is None:
         limit = parse_bytes(memory_limit) if memory_limit is not None else None
         backend = make_backend(device, limit)
     one_step = TimingPolicy(timed_steps=1, warmup_steps=1, max_timed_steps=1)
     probe_backend = backend if backend.device.type == "cuda" else _TimelineBackend(backend)
-    with memory_snapshot(backend.device, path, max_entries=max_entries) as snapshot:
-        m = measure(workload, batch_size, backend=probe_backend, timing=one_step)
+    try:
+        with memory_snapshot(backend.device, path, max_entries=max_entries) as snapshot:
+            m = measure(workload, batch_size, backend=probe_backend, timing=one_step)
+    finally:
+        if owned:
+            backend.close()
     return snapshot, m

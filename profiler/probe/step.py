@@ -185,8 +185,18 @@ def measure(
     workload = load_workload(workload)
     batch_size = validate_batch_size(batch_size)
     limit = parse_bytes(memory_limit) if memory_limit is not None else None
-    if backend is None:
-        backend = make_backend(device, limit)
+    if backend is not None:
+        return _measure_on(workload, batch_size, backend, timing, sampler, seed, timed)
+    backend = make_backend(device, limit)
+    try:  # built here, so closed here (a CUDA limit's memory fraction is restored)
+        return _measure_on(workload, batch_size, backend, timing, sampler, seed, timed)
+    finally:
+        backend.close()
+
+
+def _measure_on(workload: Workload, batch_size: int, backend: Backend,
+                timing: TimingPolicy | None, sampler: Any, seed: int,
+                timed: bool) -> Measurement:
     policy = timing or TimingPolicy()
     backend.start_probe(batch_size)
     torch.manual_seed(seed)

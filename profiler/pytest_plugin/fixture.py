@@ -42,8 +42,9 @@ class BatchprofHelper:
         from batchprof.probe.step import measure
 
         kw = self._defaults(kw)
-        if "sampler" not in kw and resolve_device(kw["device"]).startswith("cuda"):
-            m = _measure_with_device_sampler(measure, workload, batch_size, kw)
+        device = resolve_device(kw["device"])
+        if "sampler" not in kw and device.startswith("cuda"):
+            m = _measure_with_device_sampler(measure, workload, batch_size, device, kw)
         else:
             m = measure(workload, batch_size, **kw)
         self.last_measurement = m
@@ -84,11 +85,11 @@ def _fail(lines: list[str]) -> None:
 
 
 def _measure_with_device_sampler(measure: Callable[..., Any], workload: Any, batch_size: int,
-                                 kw: dict[str, Any]) -> Any:
-    # On a GPU, sample NVML during the timed steps so kernel_busy_pct is filled in.
-    from batchprof.sampling.factory import make_sampler
+                                 device: str, kw: dict[str, Any]) -> Any:
+    # On a GPU, sample NVML (that GPU's) during the timed steps so kernel_busy_pct is filled in.
+    from batchprof.sampling.factory import device_sampler
 
-    with make_sampler("auto") as sampler:
+    with device_sampler("auto", device) as sampler:
         return measure(workload, batch_size, sampler=sampler, **kw)
 
 

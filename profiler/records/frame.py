@@ -33,7 +33,7 @@ BYTE_COLUMNS = ("peak_allocated_bytes", "predicted_peak_allocated_bytes", "peak_
                 "activation_bytes", "resident_bytes")
 INT_COLUMNS = ("runs", "timed_steps", "steps_per_epoch")
 FLAG_COLUMNS = ("feasible", "is_max", "is_knee", "is_knee_95", "is_recommended")
-# Roofline figures a probe's ``extra`` may carry (batchprof.efficiency); ``bound`` is a label.
+# The RooflinePoint figures a probe may carry (roofline.efficiency); ``bound`` is a label.
 ROOFLINE_COLUMNS = ("flops_per_step", "bytes_per_step", "achieved_flops_per_s", "mfu_pct",
                     "mfu_spec_pct", "arithmetic_intensity_flop_per_byte",
                     "ridge_point_flop_per_byte", "roofline_step_time_s", "bound")
@@ -108,8 +108,9 @@ def batch_rows(result: ProfileResult) -> list[dict[str, Any]]:
                                 if sweep.get(p.batch_size) else None)
             row["epoch_time_s"] = steps * step_s if steps is not None and step_s else None
         row.update(_sample_figures(latest))
+        point = latest.roofline if latest is not None else None
         for key in ROOFLINE_COLUMNS:
-            row[key] = latest.extra.get(key) if latest is not None else None
+            row[key] = getattr(point, key) if point is not None else None
         rows.append(row)
     return rows
 

@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from batchprof.records.roofline import FIELDS as ROOFLINE_FIELDS
+from batchprof.records.roofline import RooflinePoint
 from batchprof.records.step_times import TimedAtBatch
 
 
@@ -74,7 +76,8 @@ class Measurement(TimedAtBatch):
     samples: tuple[SampleSeries, ...] = ()
     predicted_peak_allocated_bytes: int | None = None
     wall_time_s: float | None = None  # whole probe, build to cleanup
-    extra: dict[str, Any] = field(default_factory=dict)  # roofline figures etc. (JSON-able)
+    roofline: RooflinePoint | None = None  # feasible, timed probes of a run with the roofline
+    extra: dict[str, Any] = field(default_factory=dict)  # crash, leak figures etc. (JSON-able)
     notes: tuple[str, ...] = ()  # what a reader must know: a NaN loss, a leak, a crash
 
     @property
@@ -105,21 +108,29 @@ class Measurement(TimedAtBatch):
         return next((s for s in self.samples if s.name == name), None)
 
     # ---- conversion ---------------------------------------------------------------------
+    def _extra_with_roofline(self) -> dict[str, Any]:
+        # JSON keeps the roofline figures flat in "extra", where they were before the record
+        return {**self.extra, **(self.roofline.to_dict() if self.roofline else {})}
+
     def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "roofline"}
         d["step_times_s"] = list(self.step_times_s)
         d["samples"] = [s.to_dict() for s in self.samples]
-        d["extra"] = dict(self.extra)
+        d["extra"] = self._extra_with_roofline()
         d["notes"] = list(self.notes)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Measurement:
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = {f.name for f in dataclasses.fields(cls)} - {"roofline"}
         kwargs = {k: v for k, v in d.items() if k in names}
         kwargs["step_times_s"] = tuple(d.get("step_times_s", ()))
         kwargs["samples"] = tuple(SampleSeries.from_dict(s) for s in d.get("samples", ()))
-        kwargs["extra"] = dict(d.get("extra", {}))
+        extra = dict(d.get("extra", {}))
+        if RooflinePoint.in_extra(extra):
+            kwargs["roofline"] = RooflinePoint.from_dict(extra)
+            extra = {k: v for k, v in extra.items() if k not in ROOFLINE_FIELDS}
+        kwargs["extra"] = extra
         kwargs["notes"] = tuple(str(n) for n in d.get("notes", ()))
         return cls(**kwargs)
 
@@ -139,7 +150,7 @@ class Measurement(TimedAtBatch):
         for s in self.samples:
             row[f"{s.name}_mean"] = s.mean
             row[f"{s.name}_max"] = s.max
-        for k, v in self.extra.items():
+        for k, v in self._extra_with_roofline().items():
             if isinstance(v, (int, float, str, bool)) or v is None:
                 row[k] = v
         return row

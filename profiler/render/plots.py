@@ -253,22 +253,22 @@ def draw_roofline(result: ProfileResult) -> Any:
     None when the run has no roofline figures."""
     from matplotlib.colors import LogNorm
 
-    pts = [m for m in _latest_feasible(result)
-           if m.extra.get("achieved_flops_per_s") and m.extra.get(
-               "arithmetic_intensity_flop_per_byte")]
-    if not pts:
+    on_roof = [(m.batch_size, m.roofline) for m in _latest_feasible(result)
+               if m.roofline is not None and m.roofline.achieved_flops_per_s
+               and m.roofline.arithmetic_intensity_flop_per_byte]
+    if not on_roof:
         return None
-    peak_flops = pts[0].extra["peak_flops_per_s"]
-    peak_bw = pts[0].extra["peak_bandwidth_gbps"] * 1e9
+    peak_flops = on_roof[0][1].peak_flops_per_s
+    peak_bw = on_roof[0][1].peak_bandwidth_gbps * 1e9
     fig, (ax,) = _figure()
-    xs = [m.extra["arithmetic_intensity_flop_per_byte"] for m in pts]
-    ys = [m.extra["achieved_flops_per_s"] / 1e9 for m in pts]
+    xs = [p.arithmetic_intensity_flop_per_byte for _, p in on_roof]
+    ys = [p.achieved_flops_per_s / 1e9 for _, p in on_roof]
     ridge = peak_flops / peak_bw
     lo, hi = min(xs + [ridge]) / 4, max(xs + [ridge]) * 4
     grid = [lo * (hi / lo) ** (i / 99) for i in range(100)]
     ax.plot(grid, [min(peak_flops, x * peak_bw) / 1e9 for x in grid], "-", color="black",
             label=f"roof: {peak_bw / 1e9:.1f} GB/s, {peak_flops / 1e9:.1f} GFLOP/s")
-    sizes = [m.batch_size for m in pts]
+    sizes = [b for b, _ in on_roof]
     dots = ax.scatter(xs, ys, c=sizes, cmap="viridis", zorder=3,
                       norm=LogNorm(vmin=min(sizes), vmax=max(sizes) if max(sizes) > min(sizes)
                                    else min(sizes) + 1),

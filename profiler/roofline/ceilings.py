@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from batchprof.backends.cpu import cpu_model_name
 from batchprof.errors import ConfigError, DeviceUnavailableError
 from batchprof.kernels import reference  # plain torch; importing it registers the ops, never Triton
 
@@ -203,18 +204,6 @@ def _cpu_last_level_cache_bytes() -> int | None:
     return max(sizes) if sizes else None
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine() or "cpu"
-
-
 def _cpu_matmul_times(dtype: torch.dtype, max_n: int,
                       repeats: int | None) -> tuple[int, tuple[float, ...]]:
     """Pick the matmul side for ``dtype`` and time it: (side, seconds of each timed run).
@@ -265,7 +254,7 @@ def _cpu_ceilings(stream_bytes: int | None, matmul_n: int | None, repeats: int,
                                                        repeats if user_repeats else None)
         flops[key] = 2 * side**3 / min(raw[f"matmul_{key}"])
         sizes[f"matmul_n_{key}"] = side
-    return Ceilings(device="cpu", device_name=_cpu_name(), method="torch-reference",
+    return Ceilings(device="cpu", device_name=cpu_model_name(), method="torch-reference",
                     bandwidth_gbps=bandwidth, flops_per_s=flops, sizes=sizes, raw_times_s=raw,
                     num_threads=torch.get_num_threads())
 

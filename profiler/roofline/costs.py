@@ -1,7 +1,8 @@
 """FLOPs and bytes moved by one training step, counted on the meta device (no memory, no compute).
 
 FLOPs come from ``torch.utils.flop_counter.FlopCounterMode`` (matmuls, convolutions, attention:
-the ops that dominate; elementwise ops count 0 there). Bytes moved is the sum, over every aten op
+the ops that dominate; elementwise ops count 0 there), taught first to count batchprof's own
+``torch.ops.batchprof.matmul`` (``kernels.ops.register_flop_formulas``), which it would count as 0. Bytes moved is the sum, over every aten op
 of forward, backward and the optimizer step, of the bytes of its tensor inputs and outputs: what
 an unfused kernel per op would read and write, an upper bound on DRAM traffic for fused kernels
 and a lower bound when caches thrash. Both feed the roofline view of each batch size.
@@ -17,6 +18,7 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
 from batchprof.errors import TraceError
+from batchprof.kernels.ops import register_flop_formulas
 from batchprof.workloads.base import Workload
 
 
@@ -50,6 +52,7 @@ def step_costs(workload: Workload, batch_size: int) -> StepCosts:
 
     Raises TraceError when the step cannot run on the meta device.
     """
+    register_flop_formulas()  # idempotent: a model calling the custom matmul counts its FLOPs
     meta = torch.device("meta")
     try:
         with meta:

@@ -12,11 +12,12 @@ import dataclasses
 from collections.abc import Sequence
 
 from batchprof.records.measurement import Measurement
+from batchprof.records.roofline import RooflinePoint
 from batchprof.roofline.ceilings import Ceilings, roofline
 from batchprof.roofline.costs import StepCosts, step_costs
 from batchprof.workloads.base import Workload
 
-# Column a report shows per batch size <- key of ceilings.roofline's result.
+# RooflinePoint field (the column a report shows per batch size) <- key of ceilings.roofline's result.
 ROOFLINE_COLUMNS = {
     "flops_per_step": "flops",
     "bytes_per_step": "bytes_moved",
@@ -49,8 +50,8 @@ def annotate_roofline(
     gpu_name: str | None = None,
     gpu_total_bytes: int | None = None,
 ) -> tuple[Measurement, ...]:
-    """Return ``probes`` with roofline figures added to ``extra`` (ROOFLINE_COLUMNS keys) for
-    every feasible, timed probe. Infeasible or untimed probes come back unchanged.
+    """Return ``probes`` with a :class:`RooflinePoint` (``Measurement.roofline``) for every
+    feasible, timed probe. Infeasible or untimed probes come back unchanged.
 
     FLOPs/bytes are counted once per distinct batch size. Raises TraceError when the workload
     cannot run on the meta device (callers treat the roofline as optional and say so).
@@ -67,7 +68,6 @@ def annotate_roofline(
         c = costs[m.batch_size]
         figures = roofline(c.flops, c.bytes_moved, median, ceilings, c.dtype,
                            spec_flops_per_s=_spec_flops(gpu_name, gpu_total_bytes, c.dtype))
-        extra = dict(m.extra)
-        extra.update({column: figures[key] for column, key in ROOFLINE_COLUMNS.items()})
-        out.append(dataclasses.replace(m, extra=extra))
+        point = RooflinePoint(**{field: figures[key] for field, key in ROOFLINE_COLUMNS.items()})
+        out.append(dataclasses.replace(m, roofline=point))
     return tuple(out)

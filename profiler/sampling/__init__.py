@@ -14,7 +14,7 @@ from .base import (
     Sampler,
     SamplerUnavailable,
 )
-from .factory import make_sampler
+from .factory import device_sampler, make_sampler
 from .psutil import PsutilSampler
 
-__all__ = ["BackgroundSampler", "DEFAULT_INTERVAL_S", "Metric", "NullSampler", "PsutilSampler", "SAMPLER_KINDS", "Sampler", "SamplerUnavailable", "THREAD_NAME_PREFIX", "make_sampler"]
+__all__ = ["BackgroundSampler", "DEFAULT_INTERVAL_S", "Metric", "NullSampler", "PsutilSampler", "SAMPLER_KINDS", "Sampler", "SamplerUnavailable", "THREAD_NAME_PREFIX", "device_sampler", "make_sampler"]

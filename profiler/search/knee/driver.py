@@ -24,6 +24,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from batchprof import defaults
 from batchprof.errors import ConfigError
 from batchprof.records.search import KneeResult, Outcome
 from batchprof.records.status import RunStatus
@@ -59,7 +60,7 @@ class SweepDriver:
     caller already knows (from the probes), so the first round can be costed too."""
 
     def __init__(self, time_visit: Callable[[int, int], Sequence[float]],
-                 clock: Callable[[], float], plan: SweepPlan, *, alpha: float = 0.9,
+                 clock: Callable[[], float], plan: SweepPlan, *, alpha: float = defaults.ALPHA,
                  multiple_of: int = 1, probe: Callable[[int], Outcome] | None = None,
                  step_s: dict[int, float] | None = None,
                  on_status: Callable[[RunStatus], None] | None = None,

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from batchprof import defaults
 from batchprof.errors import ConfigError
 from batchprof.records.search import KneeResult, Outcome, StepTimeModel
 from batchprof.search.checks import check_int
@@ -82,7 +83,7 @@ def _bagged(sizes: Sequence[int], knees: Sequence[int]) -> int:
     return min(sizes, key=lambda b: (abs(math.log2(b) - centre), b))
 
 
-def find_knee(points: Sequence[Outcome], *, alpha: float = 0.9,
+def find_knee(points: Sequence[Outcome], *, alpha: float = defaults.ALPHA,
               refine: Callable[[int], Outcome | None] | None = None, max_refine: int = 4,
               multiple_of: int = 1, seed: int = 0,
               current_points: Callable[[], Sequence[Outcome]] | None = None,
