@@ -146,3 +146,41 @@ def test_memory_only_probe_reads_the_same_memory_and_times_nothing():
     over = batchprof.measure(tiny_workload(), 8, memory_limit=m.peak_allocated_bytes - 1,
                              timed=False)
     assert not over.feasible and "out of memory" in over.reason
+
+
+@pytest.mark.parametrize("name", sorted(BUILTINS))
+def test_memory_only_probes_on_a_kept_model_read_what_fresh_ones_read(name):
+    """KeptModel: after the first memory-only probe, the next ones run on its model (no
+    rebuild, no warm-up) and read the same peak and activation bytes, to the byte, as a fresh
+    probe at that size; an over-budget probe drops the model, so the one after is fresh."""
+    from batchprof.backends import CpuBackend
+    from batchprof.probe.step import KeptModel, measure
+
+    workload = batchprof.load_workload(name)
+    kept, backend = KeptModel(), CpuBackend(None)
+    readings = [measure(workload, b, backend=backend, timed=False, kept=kept)
+                for b in (8, 3, 12)]
+    assert [m.extra.get("kept_model", False) for m in readings] == [False, True, True]
+    for m in readings:
+        fresh = measure(workload, m.batch_size, backend=backend, timed=False)
+        assert not fresh.extra.get("kept_model")
+        assert (m.peak_allocated_bytes, m.activation_bytes, m.resident_bytes) == \
+            (fresh.peak_allocated_bytes, fresh.activation_bytes, fresh.resident_bytes)
+    tight = CpuBackend(readings[0].peak_allocated_bytes - 1)
+    assert measure(workload, 8, backend=tight, timed=False, kept=kept).feasible is False
+    assert kept.step is None
+    after = measure(workload, 3, backend=backend, timed=False, kept=kept)
+    assert not after.extra.get("kept_model") and after.peak_allocated_bytes == \
+        readings[1].peak_allocated_bytes
+    # a timed probe never runs on it
+    assert not measure(workload, 3, backend=backend, timing=ONE_STEP, kept=kept).extra.get(
+        "kept_model")
+
+
+def test_profile_confirms_the_answer_on_a_fresh_model():
+    r = batchprof.profile(tiny_workload(), memory_limit="16MiB", max_batch=64, timing=ONE_STEP,
+                          use_prediction=False, knee=False)
+    kept = [m for m in r.probes if m.extra.get("kept_model")]
+    assert kept and any("ran on the model built by the one before" in n for n in r.notes)
+    last = r.probes[-1]
+    assert last.batch_size == r.max_batch and not last.extra.get("kept_model")

@@ -258,9 +258,15 @@ def _profile_run(run: _Run, workload: Workload | str, spec: RunSpec, notes: list
         failure = exc
         notes.append(f"stopped by an error: {exc}")
     finally:
+        run.release_model()
         if worker is not None:
             worker.close()
     notes.extend(crash_notes(run.probes))
+    kept = sum(1 for m in run.probes if m.extra.get("kept_model"))
+    if kept:
+        notes.append(f"{kept} memory-only probe(s) ran on the model built by the one before "
+                     "(its steady state, no warm-up: the same reading on this backend); "
+                     "the answer's confirmation ran on a fresh model")
     if replayable:
         notes.append(f"resumed: {run.replayed} of the {replayable} logged probes were taken "
                      "from the probe log, not run again")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -11,7 +12,7 @@ import psutil
 
 from batchprof.backends import Backend, CpuBackend
 from batchprof.errors import BatchprofError, BudgetError, TraceError
-from batchprof.probe.step import TimingPolicy, measure
+from batchprof.probe.step import KeptModel, TimingPolicy, measure
 from batchprof.probe.sweep import ThroughputSweep
 from batchprof.records.measurement import Measurement
 from batchprof.records.search import KneeResult, Outcome
@@ -106,6 +107,9 @@ class _Run:
         # in log order, handed back instead of running that size again.
         self.replay: dict[int, list[Measurement]] = {}
         self.replayed = 0
+        # One built model shared by memory-only probes where the backend allows it
+        # (probe.step.KeptModel); a timed probe or a re-run of a size gets a fresh one.
+        self.kept = KeptModel() if backend.keeps_model_between_probes else None
 
     def replay_from(self, probes: Sequence[Measurement]) -> None:
         for m in probes:
@@ -125,8 +129,14 @@ class _Run:
         if self.prober is not None:
             m = self.prober(batch_size, timed=timed)
         else:
+            # a re-run of a size (the search's confirmation) is on a fresh model: it checks
+            # the kept model's reading too
+            again = any(p.batch_size == batch_size for p in self.probes)
+            kept = self.kept if not timed and not again else None
+            if kept is None:
+                self.release_model()
             m = measure(self.workload, batch_size, backend=self.backend, timing=self.timing,
-                        sampler=self.sampler, timed=timed)
+                        sampler=self.sampler, timed=timed, kept=kept)
         self.probes.append(m)
         if self.on_probe is not None:
             self.on_probe(m)
@@ -136,6 +146,13 @@ class _Run:
             self.on_status(RunStatus(self.phase, f"probe {len(self.probes)} at batch "
                                      f"{batch_size} done", elapsed, left, self.budget_s))
         return m
+
+    def release_model(self) -> None:
+        """Let the kept model go (before anything builds its own: the sweep, a timed probe)."""
+        if self.kept is not None and self.kept.step is not None:
+            self.kept.drop()
+            gc.collect()
+            self.backend.cleanup()
 
     def status(self, status: RunStatus) -> None:
         if self.on_status is not None:
@@ -178,6 +195,7 @@ def _find_knee_on_one_model(run: _Run, ladder: list[int], alpha: float, multiple
                      extra_deadline=now + policy.sweep_budget_s, budget_s=budget_s)
     step_s = {m.batch_size: m.step_time_median_s for m in run.probes
               if m.feasible and m.step_time_median_s}
+    run.release_model()
     timer = ThroughputSweep(run.workload, run.backend)
     oom = False
     try:

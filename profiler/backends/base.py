@@ -48,6 +48,10 @@ class Backend(Protocol):
     name: str  # "cpu", "cuda:0", "fake"
     device: torch.device
     memory_limit_bytes: int | None
+    # Whether a step's reading is independent of what ran before it in the process, so that
+    # memory-only probes may share one built model (probe.step.KeptModel): the CPU's windows
+    # count allocator events; CUDA's caching allocator keeps earlier sizes' blocks.
+    keeps_model_between_probes: bool
 
     def capacity_bytes(self) -> int | None:
         """Bytes a step may peak at: the memory limit, else the device's usable memory.

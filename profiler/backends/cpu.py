@@ -225,6 +225,7 @@ class CpuBackend:
     """Real CPU runs with an optional enforced ``memory_limit_bytes``."""
 
     name = "cpu"
+    keeps_model_between_probes = True  # allocator-event windows: nothing earlier counts
 
     def __init__(self, memory_limit_bytes: int | None = None):
         self.device = torch.device("cpu")

@@ -71,6 +71,8 @@ class CudaBackend:
     """One CUDA device. Use as a context manager (or call ``close()``) when a memory limit is
     set, so the process-wide memory fraction is restored promptly."""
 
+    keeps_model_between_probes = False  # the caching allocator keeps earlier sizes' blocks
+
     def __init__(self, device: str | torch.device = "cuda",
                  memory_limit_bytes: int | None = None, *, cuda: Any = None):
         self._cuda = torch.cuda if cuda is None else cuda

@@ -16,6 +16,7 @@ from .base import BudgetExceeded, DeviceInfo, MemoryReading, null_context, uniqu
 
 
 class FakeBackend:
+    keeps_model_between_probes = False  # scripted readings; tests count fresh probes
     name = "fake"
 
     def __init__(
