@@ -145,7 +145,8 @@ class KeptModel:
     count allocator events; not CUDA, whose caching allocator carries earlier sizes' blocks).
     Measured on the CPU, fresh against kept at batch 8, 3, 16, 5, 12: equal peaks to the byte
     for the three built-ins and the zoo's gpt2, bert, resnet and convnext, at 0.4-0.7x the
-    time. A probe that fails (out of memory or otherwise) drops the model: the next is fresh.
+    time. A probe on the kept model that runs out of memory puts it back in its steady state
+    (:func:`_after_failed_step`); any other failure drops it: the next probe is fresh.
     """
 
     def __init__(self) -> None:
@@ -153,6 +154,19 @@ class KeptModel:
 
     def drop(self) -> None:
         self.step = None
+
+
+def _after_failed_step(kept: KeptModel, *, oom: bool) -> None:
+    """A kept model that ran out of memory part-way through a step is put back in its steady
+    state (its optimizer state was complete before this step; the gradients the step left are
+    dropped, as ``zero_grad(set_to_none=True)`` does after every step) and kept. Anything else
+    (a fresh model's first step, whose optimizer state may be half-built; a failure that is
+    not memory) drops it: the next probe builds a fresh one."""
+    if oom and kept.step is not None:
+        kept.step.optimizer.zero_grad(set_to_none=True)
+        kept.step.batch = None
+    else:
+        kept.drop()
 
 
 def _run_probe(workload: Workload, batch_size: int, backend: Backend, policy: TimingPolicy,
@@ -252,7 +266,7 @@ def _measure_on(workload: Workload, batch_size: int, backend: Backend,
         raise
     except Exception as exc:  # noqa: BLE001 - classified just below, by type
         if kept is not None:
-            kept.drop()  # a step stopped part-way leaves gradients behind: the next is fresh
+            _after_failed_step(kept, oom=backend.is_oom(exc) and bool(result.get("kept_model")))
         if backend.is_oom(exc):
             oom_reason = f"out of memory: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
         else:
