@@ -182,10 +182,15 @@ def test_memory_only_probes_on_a_kept_model_read_what_fresh_ones_read(name):
         "kept_model")
 
 
-def test_profile_confirms_the_answer_on_a_fresh_model():
+def test_profile_memory_only_probes_share_one_model_and_say_so():
     r = batchprof.profile(tiny_workload(), memory_limit="16MiB", max_batch=64, timing=ONE_STEP,
                           use_prediction=False, knee=False)
     kept = [m for m in r.probes if m.extra.get("kept_model")]
-    assert kept and any("ran on the model built by the one before" in n for n in r.notes)
-    last = r.probes[-1]
-    assert last.batch_size == r.max_batch and not last.extra.get("kept_model")
+    assert not r.probes[0].extra.get("kept_model") and kept
+    assert any(f"{len(kept)} memory-only probe(s) ran on the model built by the first" in n
+               for n in r.notes)
+    fresh = {m.batch_size: m.peak_allocated_bytes for m in r.probes
+             if m.feasible and not m.extra.get("kept_model")}
+    for m in kept:  # the same size probed fresh and kept reads the same (the confirmation)
+        if m.feasible and m.batch_size in fresh:
+            assert m.peak_allocated_bytes == fresh[m.batch_size]

@@ -32,7 +32,7 @@ from batchprof.api.run import (
 from batchprof.backends import Backend, make_backend, resolve_device
 from batchprof.errors import BatchprofError, BudgetError, ConfigError
 from batchprof.probe.leak import find_leak
-from batchprof.probe.step import TimingPolicy
+from batchprof.probe.step import TimingPolicy, older_objects_frozen
 from batchprof.probe.worker import ProbeWorker, WorkerSpec, crash_notes, isolated_prober
 from batchprof.records.measurement import Measurement
 from batchprof.records.result import ProfileResult
@@ -174,8 +174,9 @@ def profile(
         run = _Run(wl, backend, spec.timing, sampler, on_probe, on_status, started=clock,
                    budget_s=spec.time_budget_s)
         run.replay_from(replay)
-        return _profile_run(run, workload, spec, notes, started_at, isolate, noise_scale,
-                            len(replay))
+        with older_objects_frozen():
+            return _profile_run(run, workload, spec, notes, started_at, isolate, noise_scale,
+                                len(replay))
     finally:
         if owned:
             backend.close()
@@ -264,9 +265,9 @@ def _profile_run(run: _Run, workload: Workload | str, spec: RunSpec, notes: list
     notes.extend(crash_notes(run.probes))
     kept = sum(1 for m in run.probes if m.extra.get("kept_model"))
     if kept:
-        notes.append(f"{kept} memory-only probe(s) ran on the model built by the one before "
-                     "(its steady state, no warm-up: the same reading on this backend); "
-                     "the answer's confirmation ran on a fresh model")
+        notes.append(f"{kept} memory-only probe(s) ran on the model built by the first one "
+                     "(its steady state, no rebuild or warm-up: the same reading on this "
+                     "backend)")
     if replayable:
         notes.append(f"resumed: {run.replayed} of the {replayable} logged probes were taken "
                      "from the probe log, not run again")

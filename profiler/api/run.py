@@ -108,7 +108,8 @@ class _Run:
         self.replay: dict[int, list[Measurement]] = {}
         self.replayed = 0
         # One built model shared by memory-only probes where the backend allows it
-        # (probe.step.KeptModel); a timed probe or a re-run of a size gets a fresh one.
+        # (probe.step.KeptModel), the search's confirmation included; a timed probe gets a
+        # fresh one.
         self.kept = KeptModel() if backend.keeps_model_between_probes else None
 
     def replay_from(self, probes: Sequence[Measurement]) -> None:
@@ -129,10 +130,7 @@ class _Run:
         if self.prober is not None:
             m = self.prober(batch_size, timed=timed)
         else:
-            # a re-run of a size (the search's confirmation) is on a fresh model: it checks
-            # the kept model's reading too
-            again = any(p.batch_size == batch_size for p in self.probes)
-            kept = self.kept if not timed and not again else None
+            kept = self.kept if not timed else None
             if kept is None:
                 self.release_model()
             m = measure(self.workload, batch_size, backend=self.backend, timing=self.timing,
