@@ -23,11 +23,13 @@ is exact and it uses at most half of Lightning's trials (deterministic); the tim
 (target <= 0.5) is recorded, not asserted (a shared machine's load moves it).
 
 Measured (2-core dev machine, torch CPU, one run each; batchprof s / Lightning s):
-quiet (load 0.1-0.7): transformer 7.1 / 4.5 (1.59x), mlp 2.0 / 2.7 (0.71x), cnn 3.0 / 3.4
-(0.91x); under the other helpers' load (0.3-4.1): 6.3 / 4.6, 5.8 / 10.0 (0.58x), 13.3 / 23.8
-(0.56x). Probes 3 against 11 trials everywhere (0.27x); batchprof exact (51, 44, 42),
-Lightning 48, 41, 39 (its 5% margin). The time target is not met: a memory-only probe still
-rebuilds the model and runs two steps (warm-up + instrumented), and the answer is re-run.
+2026-12-07, quiet (load 1.1-1.2), after memory-only probes share one model (probe.step.KeptModel)
+and the run freezes the objects alive before it (gc.freeze: a probe's collections walk only
+what the run made): transformer 1.9 / 5.4 (0.35x), mlp 0.6 / 4.1 (0.15x), cnn 1.6 / 4.8
+(0.32x); against Lightning's OOM after the forward: 0.32x, 0.16x, 0.32x. Target <= 0.5x: met.
+Probes 3 against 11 trials everywhere (0.27x); batchprof exact (51, 44, 42), Lightning 48, 41,
+39 (its 5% margin). Before (stop 21, quiet): 1.59x, 0.71x, 0.91x: each probe rebuilt the
+model, ran a warm-up step and three full garbage collections of ~200k objects.
 """
 
 from __future__ import annotations
