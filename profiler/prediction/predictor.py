@@ -20,7 +20,7 @@ import psutil
 
 from ..errors import ConfigError, TraceError
 from ..gpus import GpuSpec, get_gpu
-from ..probe.step import validate_batch_size
+from ..probe.step import older_objects_frozen, validate_batch_size
 from ..workloads.base import Workload
 from ..workloads.registry import load_workload
 from .allocators import CpuAllocatorModel, CudaCachingAllocatorModel, CudaOverheads, replay
@@ -103,16 +103,19 @@ class Predictor:
         beyond = [b for b in check_sizes if b > self.anchors[1]]
         checks = [max(beyond) if beyond else 2 * self.anchors[1]]
         self.path = "trace"  # or "real-steps" (fallback.py)
-        try:
-            self._build_affine(checks)
-        except TraceError as exc:
-            if not (calibrate and target == "cpu"):
-                raise
-            self._fall_back_to_real_steps(exc)
-        if calibrate:
-            self._calibrate(calibration_sizes, calibration_device)
-        elif target == "cpu" and self.path == "trace":
-            self._note_unseen_cpu_workspace()
+        # A trace makes ~10^5 Python objects: the collections they set off walk only those,
+        # not what was alive before (probe.step.older_objects_frozen; a tenth of a what-if).
+        with older_objects_frozen():
+            try:
+                self._build_affine(checks)
+            except TraceError as exc:
+                if not (calibrate and target == "cpu"):
+                    raise
+                self._fall_back_to_real_steps(exc)
+            if calibrate:
+                self._calibrate(calibration_sizes, calibration_device)
+            elif target == "cpu" and self.path == "trace":
+                self._note_unseen_cpu_workspace()
 
     def with_gpu(self, gpu: str | GpuSpec) -> Predictor:
         """The same traces and model for another GPU of the same architecture (its own cuBLAS
@@ -400,12 +403,13 @@ def predict(
     if not sizes:
         raise ConfigError("batch_sizes is empty; give at least one batch size")
     out = []
-    for scenario, rewritten, notes in workload_scenarios(workload, what_if):
-        predictor = Predictor(rewritten, target, gpu=gpu, calibrate=calibrate,
-                              device_for_calibration=device_for_calibration,
-                              calibration_sizes=calibration_sizes, check_sizes=[max(sizes)])
-        predictor.notes[:0] = notes
-        out += [dataclasses.replace(predictor.predict(b), what_if=scenario) for b in sizes]
+    with older_objects_frozen():  # once for every scenario and size (Predictor.__init__)
+        for scenario, rewritten, notes in workload_scenarios(workload, what_if):
+            predictor = Predictor(rewritten, target, gpu=gpu, calibrate=calibrate,
+                                  device_for_calibration=device_for_calibration,
+                                  calibration_sizes=calibration_sizes, check_sizes=[max(sizes)])
+            predictor.notes[:0] = notes
+            out += [dataclasses.replace(predictor.predict(b), what_if=scenario) for b in sizes]
     return out
 
 
