@@ -78,6 +78,7 @@ class MetaAutocast:
 
     def __init__(self, target: str):
         self.device_type = "cuda" if target == "cuda" else "cpu"
+        self._device_types = tuple(dict.fromkeys((self.device_type, "cpu")))
         cuda = self.device_type == "cuda"
         self._lower = frozenset(_LOWER_COMMON + (_LOWER_CUDA_ONLY if cuda else ()))
         self._fp32 = frozenset(_FP32_COMMON + (_FP32_CUDA_ONLY if cuda else ()))
@@ -87,13 +88,19 @@ class MetaAutocast:
     def _dtype(self) -> torch.dtype | None:
         # The cuda target also follows CPU autocast: it carries emulated_autocast, and a
         # workload's autocast("cuda") is switched off by torch on a machine without CUDA.
-        for device_type in dict.fromkeys((self.device_type, "cpu")):
+        for device_type in self._device_types:
             if torch.is_autocast_enabled(device_type):
                 return torch.get_autocast_dtype(device_type)
         return None
 
     def cast_args(self, func: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         """``func``'s arguments as autocast would pass them (unchanged when autocast is off)."""
+        if func not in self._lower and func not in self._fp32:
+            # Most calls: nothing to cast. Only the weight-cast cache must go once autocast
+            # has ended, so the autocast state is read only while that cache holds something.
+            if self._cache and self._dtype() is None:
+                self._cache.clear()  # autocast ended: clear_autocast_cache
+            return args, kwargs
         dtype = self._dtype()
         if dtype is None:
             if self._cache:  # autocast ended: its weight-cast cache goes (clear_autocast_cache)
