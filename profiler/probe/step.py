@@ -6,7 +6,8 @@ memory window (with a saved-tensors hook counting activation bytes), then times 
 memory instrumentation active. A memory-only probe (``timed=False``, what the max-batch search
 runs: feasibility needs no timing) stops after the instrumented step: its Measurement has no
 step times (``step_times_s == ()``, ``samples_per_s`` None), so whoever needs throughput times
-that size itself. An out-of-memory step is data: ``feasible=False`` with the
+that size itself; on the CPU, memory-only probes after the first run on the model the first
+built (``KeptModel``: no rebuild, no warm-up, the same reading). An out-of-memory step is data: ``feasible=False`` with the
 reason. Cleanup runs after leaving the ``except`` block, because the traceback keeps the step's
 tensors alive until then.
 """
