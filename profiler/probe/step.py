@@ -7,9 +7,9 @@ memory instrumentation active. A memory-only probe (``timed=False``, what the ma
 runs: feasibility needs no timing) stops after the instrumented step: its Measurement has no
 step times (``step_times_s == ()``, ``samples_per_s`` None), so whoever needs throughput times
 that size itself; on the CPU, memory-only probes after the first run on the model the first
-built (``KeptModel``: no rebuild, no warm-up, the same reading). An out-of-memory step is data: ``feasible=False`` with the
-reason. Cleanup runs after leaving the ``except`` block, because the traceback keeps the step's
-tensors alive until then.
+built (``KeptModel``: no rebuild, no warm-up, the same reading). An out-of-memory step is
+data: ``feasible=False`` with the reason. Cleanup runs after leaving the ``except`` block,
+because the traceback keeps the step's tensors alive until then.
 """
 
 from __future__ import annotations
