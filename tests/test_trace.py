@@ -299,3 +299,25 @@ def test_cpu_lstm_follows_onednn_operator_for_operator():
             assert m.output_bytes[:3] == r.output_bytes[:3] and m.output_bytes[3] == 0
         else:
             assert m.output_bytes == r.output_bytes
+
+
+def test_a_write_forgets_the_known_values_it_makes_unknown():
+    """known.KnownValues.forget_written (its storage index): a write forgets the tensor it
+    writes, wherever its storage went (set_), and every other shadowed view of the written
+    storage; a tensor on another storage stays known."""
+    from batchprof.prediction.known import KnownValues
+    from batchprof.prediction.opargs import op_facts
+
+    known = KnownValues()
+    a, b = torch.empty(3, device="meta"), torch.empty(3, device="meta")
+    known.attach(a, torch.ones(3))
+    known.attach(b, torch.zeros(3))
+    view = b.view(3)
+    known.attach(view, torch.zeros(3))
+    other = torch.empty(3, device="meta")
+    a.set_(other)
+    known.forget_written(op_facts(torch.ops.aten.set_.source_Tensor), (a, other), {})
+    assert known.shadow(a) is None and known.shadow(b) is not None
+    known.forget_written(op_facts(torch.ops.aten.add_.Tensor),
+                         (b, torch.empty(3, device="meta")), {})
+    assert known.shadow(b) is None and known.shadow(view) is None

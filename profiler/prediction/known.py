@@ -132,13 +132,22 @@ class KnownValues:
             for t in tree_flatten(value)[0]:
                 if isinstance(t, torch.Tensor):
                     written.add(storage_key(t))
+                    self._forget(t)  # itself, whatever storage it had (set_ moves it)
         for key in written:
             for ref in self._by_storage.pop(key, ()):
                 t = ref()
-                # A dead tensor's storage id can be reused by a new one: check it is this one.
-                if t is not None and storage_key(t) == key and t in self._shadows:
-                    del self._shadows[t]
-                    self._ids.discard(id(t))
+                if t is None:
+                    continue
+                now = storage_key(t)
+                if now == key:
+                    self._forget(t)
+                else:  # moved to another storage since (set_): index it where it is now
+                    self._by_storage.setdefault(now, []).append(ref)
+
+    def _forget(self, t: torch.Tensor) -> None:
+        if id(t) in self._ids and t in self._shadows:
+            del self._shadows[t]
+            self._ids.discard(id(t))
 
     def as_meta(self, shadow_out: Any) -> Any:
         """Meta tensors shaped like the shadow's outputs (where the meta kernel cannot say:
