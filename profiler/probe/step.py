@@ -265,14 +265,17 @@ def measure(
     workload = load_workload(workload)
     batch_size = validate_batch_size(batch_size)
     limit = parse_bytes(memory_limit) if memory_limit is not None else None
-    if backend is not None:
-        return _measure_on(workload, batch_size, backend, timing, sampler, seed, timed,
-                           kept if not timed and backend.keeps_model_between_probes else None)
-    backend = make_backend(device, limit)
-    try:  # built here, so closed here (a CUDA limit's memory fraction is restored)
-        return _measure_on(workload, batch_size, backend, timing, sampler, seed, timed)
-    finally:
-        backend.close()
+    # one full collection, not three (older_objects_frozen; within profile() it is a no-op)
+    with older_objects_frozen():
+        if backend is not None:
+            return _measure_on(workload, batch_size, backend, timing, sampler, seed, timed,
+                               kept if not timed and backend.keeps_model_between_probes
+                               else None)
+        backend = make_backend(device, limit)
+        try:  # built here, so closed here (a CUDA limit's memory fraction is restored)
+            return _measure_on(workload, batch_size, backend, timing, sampler, seed, timed)
+        finally:
+            backend.close()
 
 
 def _measure_on(workload: Workload, batch_size: int, backend: Backend,
