@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import gc
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -149,8 +148,7 @@ class _Run:
         """Let the kept model go (before anything builds its own: the sweep, a timed probe)."""
         if self.kept is not None and self.kept.step is not None:
             self.kept.drop()
-            gc.collect()
-            self.backend.cleanup()
+            self.backend.cleanup()  # collects the model's cycles and gives its memory back
 
     def status(self, status: RunStatus) -> None:
         if self.on_status is not None:

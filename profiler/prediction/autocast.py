@@ -3,10 +3,10 @@
 Autocast is a dispatch key of a device (AutocastCPU, AutocastCUDA): it casts the inputs of
 selected operators before they run. Meta tensors carry no such key, so a meta trace of a step
 under ``torch.autocast("cpu", torch.bfloat16)`` runs every operator in fp32 and predicts the
-fp32 model. ``MetaAutocast`` casts the arguments of each torch-function call (the trace's one
-torch-function mode, ``paths.PathCorrections``, asks it first) so that, while autocast is on for the
-target's device type (or on the CPU: ``emulated_autocast``, used by what-if), applies the
-same policy to meta tensors, above autograd as the real key is:
+fp32 model. ``MetaAutocast`` applies the same policy to meta tensors while autocast is on for
+the target's device type (or on the CPU: ``emulated_autocast``, used by what-if), above
+autograd as the real key is: it casts the arguments of each torch-function call, asked first
+by the trace's one torch-function mode (``paths.PathCorrections``):
 
 - operators on the lower-precision list (matmuls, linear, convolutions, SDPA, ...) get every
   fp32 floating tensor argument cast to the autocast dtype (``Tensor.to``, recorded by the trace

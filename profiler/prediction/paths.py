@@ -45,6 +45,8 @@ from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import _disable_current_modes
 
+from .autocast import MetaAutocast
+
 SDPA_MATH, SDPA_FLASH, SDPA_EFFICIENT = 0, 1, 2
 _LSTM_MODE = 2  # ideep::rnn_kind::LSTM, the `mode` argument RNN.cpp passes to mkldnn_rnn_layer
 
@@ -154,7 +156,7 @@ class PathCorrections(TorchFunctionMode):
     """While active, routes device-dependent calls on meta tensors to the target's path."""
 
     def __init__(self, target: str, *, compute_capability: tuple[int, int] = (8, 0),
-                 autocast: Any = None):
+                 autocast: MetaAutocast | None = None):
         super().__init__()
         self.autocast = autocast  # autocast.MetaAutocast: its casts come before any path
         if target not in ("cpu", "cuda"):

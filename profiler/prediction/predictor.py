@@ -171,9 +171,9 @@ class Predictor:
                                 "batch-affine (different operators or sizes)")
 
     def _note_unseen_cpu_workspace(self) -> None:
-        """On a CPU where oneDNN runs bf16 GEMMs (AVX-512: this machine has AVX512-BF16), they pack
-        their operands into buffers allocated inside the kernel, outside the dispatcher: a
-        trace cannot see them (measured: the GPT-2 zoo model, bf16 autocast and checkpointing
+        """On a CPU where oneDNN runs bf16 GEMMs (AVX-512; seen on an AVX512-BF16 machine),
+        they pack their operands into buffers allocated inside the kernel, outside the
+        dispatcher: a trace cannot see them (measured: the GPT-2 zoo model, bf16 autocast and checkpointing
         at batch 4, 4.2% above the trace; exact with ONEDNN_MAX_CPU_ISA=AVX2). Said, not
         guessed: their size depends on the ISA oneDNN picks; calibration measures them."""
         import torch
