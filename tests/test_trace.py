@@ -321,3 +321,30 @@ def test_a_write_forgets_the_known_values_it_makes_unknown():
     known.forget_written(op_facts(torch.ops.aten.add_.Tensor),
                          (b, torch.empty(3, device="meta")), {})
     assert known.shadow(b) is None and known.shadow(view) is None
+
+
+def test_known_values_are_computed_when_read_and_see_the_eager_order():
+    """known.py's deferred shadows: a value nobody reads is never computed; one read after an
+    in-place write to what it was computed from has the value from before the write (a view
+    has the value after it, as its storage does); a deferred call keeps no meta storage alive."""
+    from batchprof.prediction.trace import StorageRecorder
+
+    recorder = StorageRecorder(torch.device("meta"))
+    with recorder:
+        a = torch.ones(3, device="meta")
+        before = a + 1
+        view = a.view(3)
+        mask = torch.ones(64, 64, dtype=torch.bool, device="meta").tril()
+        a.mul_(2)  # an in-place operator on known inputs writes a's shadow
+        doubled = bool((a == 2).all())  # a value read on meta: answered by the shadow
+        unknown = torch.empty(5, device="meta")
+        ones = torch.ones_like(unknown)  # deferred; reads only the shape of `unknown`
+        freed = recorder.sid_of(unknown)
+        del unknown
+    known = recorder.known
+    assert doubled
+    assert known._shadows[mask].call.pending  # never read: never computed
+    assert known.shadow(before).tolist() == [2.0, 2.0, 2.0]
+    assert known.shadow(view).tolist() == [2.0, 2.0, 2.0]
+    assert known.shadow(ones).tolist() == [1.0] * 5
+    assert ("free", freed) in recorder.events

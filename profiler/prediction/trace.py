@@ -203,7 +203,7 @@ class StorageRecorder(TorchDispatchMode):
             except Exception as exc:
                 if not on_meta:
                     raise
-                ok, shadow_out = known.compute(func, shadow_inputs) if shadow_inputs \
+                ok, shadow_out = known.compute(func, facts, shadow_inputs) if shadow_inputs \
                     else (False, None)
                 if not ok:
                     raise _trace_error(func, exc, self.current_module()) from exc
@@ -217,11 +217,10 @@ class StorageRecorder(TorchDispatchMode):
             if cache_key is not None:
                 cache.store(cache_key, flat_inputs, out)
         if known is not None:
-            if shadow_out is None and shadow_inputs is not None and known.small(out):
-                ok, shadow_out = known.compute(func, shadow_inputs)
             if shadow_out is not None:
                 known.attach(out, shadow_out)
-            else:
+            elif not (shadow_inputs is not None and known.small(out)
+                      and known.record(func, facts, shadow_inputs, out)):
                 known.forget_written(facts, args, kwargs)
         inputs: set[int | None] | None = None
         module = self.current_module()
