@@ -260,6 +260,22 @@ def test_device_info_names_the_device_without_warming_it_up(no_warmup):
     assert cpu.device == "cpu" and cpu.name and cpu.total_memory_bytes > 0
 
 
+def test_allocator_window_is_not_supported_and_touches_nothing(no_warmup):
+    fake = FakeCuda()
+    backend = make(fake)
+    assert backend.allocator_window("batchprof#") is None
+    assert backend.allocator_window(pause_collector=True) is None
+    assert fake.log == [] and no_warmup == []
+
+
+def test_cpu_calibration_refuses_a_cuda_backend(no_warmup):
+    from batchprof.prediction.calibrate import calibrate_cpu
+
+    workload = tiny_workload()
+    with pytest.raises(ConfigError, match="CPU calibration runs the real step on the CPU"):
+        calibrate_cpu(workload, (1, 2), lambda b: None, backend=make(FakeCuda()))
+
+
 def test_measure_closes_the_backend_it_builds(no_warmup, monkeypatch):
     fake, built = FakeCuda(total=80 * GiB, fraction=1.0, retries=(0,) * 4), []
 

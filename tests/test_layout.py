@@ -97,3 +97,32 @@ def test_search_is_free_of_torch():
 def test_every_module_imports(module):
     name = "batchprof" if module == "__init__" else f"batchprof.{module}"
     importlib.import_module(name)
+
+
+BACKEND_MODULES = {p.stem for p in (PACKAGE / "backends").glob("*.py")} - {"__init__"}
+
+
+def _backend_modules_imported(path: Path, module: str) -> set[str]:
+    """The modules of batchprof.backends (cpu, cuda, fake, base) this file imports by name,
+    ``from batchprof.backends import cpu`` included."""
+    found = {t for t in _imports(path, module) if t.startswith("backends.")}
+    package = module.split(".")[:-1] if path.name != "__init__.py" else module.split(".")
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        base = (["batchprof", *package[: len(package) - (node.level - 1)]] if node.level
+                else [])
+        target = ".".join([*base, *([node.module] if node.module else [])])
+        if target == "batchprof.backends":
+            found |= {f"backends.{a.name}" for a in node.names if a.name in BACKEND_MODULES}
+    return found
+
+
+def test_backends_are_reached_through_the_package():
+    """Outside batchprof.backends, code imports the protocol, its records and the factory from
+    ``batchprof.backends``, never a backend's module: the CPU's allocator-event helpers are
+    reached through ``Backend.allocator_window``."""
+    reaching_in = {module: sorted(found) for module, path in _modules()
+                   if module.split(".")[0] != "backends"
+                   and (found := _backend_modules_imported(path, module))}
+    assert reaching_in == {}

@@ -7,11 +7,25 @@ import re
 import torch
 
 from ..errors import ConfigError, DeviceUnavailableError
-from .base import Backend, BudgetExceeded, DeviceInfo, MemoryReading, unique_storage_bytes
-from .cpu import CpuBackend
+from .base import (
+    AllocatorEvent,
+    AllocatorTimeline,
+    AllocatorWindow,
+    Backend,
+    BudgetExceeded,
+    DeviceInfo,
+    MarkedSpan,
+    MemoryReading,
+    unique_storage_bytes,
+)
+from .cpu import CpuBackend, cpu_model_name, quiet_stderr
 
-__all__ = ["Backend", "BudgetExceeded", "CpuBackend", "DeviceInfo", "MemoryReading", "device_notice",
-           "make_backend", "resolve_device", "unique_storage_bytes"]
+# Code outside this package imports these names from here, never a backend's module (the layout
+# test checks): the protocol, its records and the factory are the seam.
+__all__ = ["AllocatorEvent", "AllocatorTimeline", "AllocatorWindow", "Backend", "BudgetExceeded",
+           "CpuBackend", "DeviceInfo", "MarkedSpan", "MemoryReading", "cpu_model_name",
+           "device_notice", "make_backend", "quiet_stderr", "resolve_device",
+           "unique_storage_bytes"]
 
 _CUDA_INDEX = re.compile(r"cuda:[0-9]+", re.ASCII)
 CPU_FALLBACK_NOTICE = "no CUDA device found; running on the CPU"

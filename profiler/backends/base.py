@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
 
@@ -41,6 +41,59 @@ class DeviceInfo:
     device: str  # the backend's name: "cpu", "cuda:0", "fake"
     name: str | None  # the model, e.g. "NVIDIA H100 80GB HBM3"
     total_memory_bytes: int | None  # the whole device's memory, not the budget
+
+
+class AllocatorEvent(NamedTuple):
+    """One allocation or free the device allocator reported."""
+
+    time_ns: int
+    delta_bytes: int  # bytes this event allocated; negative: freed
+    total_bytes: int  # bytes the allocator held after it (its own counter)
+
+
+class MarkedSpan(NamedTuple):
+    """A named range of an allocator window (``AllocatorWindow.mark`` or a
+    ``torch.profiler.record_function`` whose name starts with the window's prefix)."""
+
+    start_ns: int
+    end_ns: int
+    name: str
+
+
+@dataclass(frozen=True)
+class AllocatorTimeline:
+    """What an allocator window recorded: every event and every marked span, in time order."""
+
+    events: tuple[AllocatorEvent, ...]
+    spans: tuple[MarkedSpan, ...]
+
+    def held(self) -> list[tuple[int, int]]:
+        """``(time_ns, bytes held above the level before the first event)`` after each event."""
+        if not self.events:
+            return []
+        first = self.events[0]
+        baseline = first.total_bytes - first.delta_bytes
+        return [(e.time_ns, e.total_bytes - baseline) for e in self.events]
+
+    @property
+    def peak_bytes(self) -> int:
+        """Most bytes held above the level at the window's first event (0: no events)."""
+        return max((held for _, held in self.held()), default=0)
+
+
+class AllocatorWindow:
+    """The handle an allocator window yields: ``mark`` ranges inside it; ``timeline`` is
+    filled in when the window exits (None until then), like ``MemoryReading``."""
+
+    def __init__(self, marker: Callable[[str], contextlib.AbstractContextManager]) -> None:
+        self._marker = marker
+        self.timeline: AllocatorTimeline | None = None
+
+    def mark(self, name: str) -> contextlib.AbstractContextManager:
+        """Record the block as a span called ``name`` (kept if it starts with the window's
+        prefix). Python's cyclic collector stays off inside it: a collection mid-range frees
+        earlier objects and shifts the running sum the range is read from."""
+        return self._marker(name)
 
 
 @runtime_checkable
@@ -88,6 +141,16 @@ class Backend(Protocol):
 
     def device_info(self) -> DeviceInfo:
         """The device's model name and total memory (no warm-up, nothing allocated)."""
+
+    def allocator_window(
+        self, mark_prefix: str | None = None, *, pause_collector: bool = False
+    ) -> contextlib.AbstractContextManager[AllocatorWindow] | None:
+        """A window recording the device allocator's alloc/free events over its block, with
+        the spans whose names start with ``mark_prefix``; ``pause_collector`` keeps Python's
+        cyclic collector off over the whole block (after one collection before it starts).
+        The window's ``timeline`` is complete when it exits. Other sessions of
+        ``torch.profiler`` must not run inside it. None: this device cannot record its
+        allocator's events (read peaks with ``memory_window`` instead)."""
 
     def close(self) -> None:
         """Undo what the backend changed for the whole process (CUDA: the memory fraction of

@@ -30,7 +30,17 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from ..units import format_bytes
-from .base import BudgetExceeded, DeviceInfo, MemoryReading, null_context, unique_storage_bytes
+from .base import (
+    AllocatorEvent,
+    AllocatorTimeline,
+    AllocatorWindow,
+    BudgetExceeded,
+    DeviceInfo,
+    MarkedSpan,
+    MemoryReading,
+    null_context,
+    unique_storage_bytes,
+)
 
 
 class StorageBudgetGuard(TorchDispatchMode):
@@ -122,7 +132,7 @@ def allocator_counts_every_thread() -> Iterator[None]:
     thread has moved on; a race, lost more often on a loaded machine) is never freed in a
     running sum of the events. c10's ``caffe2_report_cpu_memory_usage`` flag makes the
     allocator's own counter (``total_allocated`` on each profiled allocation event) count
-    every thread's allocations and frees; read that instead (:func:`allocator_timeline`).
+    every thread's allocations and frees; read that instead (``AllocatorEvent.total_bytes``).
     The flag is a process-wide C global of libc10 (no Python binding), set through ctypes.
     """
     flag = _report_cpu_memory_flag()
@@ -142,7 +152,7 @@ def allocator_events() -> Iterator[torch.autograd.profiler.profile]:
     the latter (kineto) kept ~0.5-0.9 MiB of process memory per session (measured: +53 MiB of
     RSS over 100 sessions of a small matmul loop, against +0.7 MiB for this one, torch 2.13
     CPU), which a search of hundreds of probes turns into a leak. Read the events after the
-    block with :func:`allocator_timeline` / :func:`allocator_peak_from_profile`.
+    block with :func:`allocator_timeline`. Outside this module, ``CpuBackend.allocator_window``.
     """
     with quiet_stderr(), allocator_counts_every_thread(), \
             torch.autograd.profiler.profile(profile_memory=True) as prof:
@@ -150,12 +160,11 @@ def allocator_events() -> Iterator[torch.autograd.profiler.profile]:
 
 
 def allocator_timeline(prof: torch.autograd.profiler.profile, mark_prefix: str | None = None
-                       ) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, str]]]:
-    """The CPU allocator's counter over a profile: ``(time_ns, bytes this event allocated
-    (negative: freed), bytes the allocator held after it)`` for each recorded event, in time
-    order; and ``(start_ns, end_ns, name)`` of every ``record_function`` span whose name starts
-    with ``mark_prefix``, in time order. The counter includes every thread's allocations and
-    frees under :func:`allocator_counts_every_thread` (otherwise only the profiled thread's)."""
+                       ) -> AllocatorTimeline:
+    """The CPU allocator's events over a profile, in time order, and every ``record_function``
+    span whose name starts with ``mark_prefix`` (none without one), in time order. The
+    counter (``total_bytes``) includes every thread's allocations and frees under
+    :func:`allocator_counts_every_thread` (otherwise only the profiled thread's)."""
     events, spans = [], []
     stack = list(prof.kineto_results.experimental_event_tree())
     while stack:
@@ -164,25 +173,18 @@ def allocator_timeline(prof: torch.autograd.profiler.profile, mark_prefix: str |
         kind, fields = e.typed
         if kind == _EventType.Allocation:
             if fields.device.type == "cpu":
-                events.append((e.start_time_ns, fields.alloc_size, fields.total_allocated))
+                events.append(AllocatorEvent(e.start_time_ns, fields.alloc_size,
+                                             fields.total_allocated))
         elif mark_prefix is not None and e.name.startswith(mark_prefix):
-            spans.append((e.start_time_ns, e.end_time_ns, e.name))
-    return sorted(events), sorted(spans)
+            spans.append(MarkedSpan(e.start_time_ns, e.end_time_ns, e.name))
+    return AllocatorTimeline(tuple(sorted(events)), tuple(sorted(spans)))
 
 
-def held_bytes(events: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
-    """``(time_ns, bytes held above the level before the first event)`` after each event."""
-    if not events:
-        return []
-    _, first_bytes, first_total = events[0]
-    baseline = first_total - first_bytes
-    return [(t, total - baseline) for t, _, total in events]
-
-
-def allocator_peak_from_profile(prof: torch.autograd.profiler.profile) -> int:
-    """Most bytes the CPU allocator held above its level at the window's start (its own
-    counter: see :func:`allocator_counts_every_thread`)."""
-    return max((held for _, held in held_bytes(allocator_timeline(prof)[0])), default=0)
+@contextlib.contextmanager
+def _marked(name: str, *, pause_collector: bool) -> Iterator[None]:
+    with collector_paused() if pause_collector else null_context(), \
+            torch.autograd.profiler.record_function(name):
+        yield
 
 
 @functools.lru_cache(maxsize=1)
@@ -254,7 +256,7 @@ class CpuBackend:
         with collector_paused(), allocator_events() as prof:
             with self.budget_guard(resident):
                 yield reading
-        peak = reading.resident_bytes + allocator_peak_from_profile(prof)
+        peak = reading.resident_bytes + allocator_timeline(prof).peak_bytes
         reading.peak_allocated_bytes = peak
         reading.peak_reserved_bytes = peak  # no caching allocator on the CPU
         if self.memory_limit_bytes is not None and peak > self.memory_limit_bytes:
@@ -283,6 +285,18 @@ class CpuBackend:
         import psutil
 
         return DeviceInfo(self.name, cpu_model_name(), int(psutil.virtual_memory().total))
+
+    @contextlib.contextmanager
+    def allocator_window(self, mark_prefix: str | None = None, *,
+                         pause_collector: bool = False) -> Iterator[AllocatorWindow]:
+        """The allocator's events over the block (:func:`allocator_events`): the same events
+        ``memory_window`` reads its peak from, so a window around one step has the step's
+        peak above resident. A ``mark`` is a ``record_function`` range."""
+        window = AllocatorWindow(functools.partial(_marked, pause_collector=not pause_collector))
+        with collector_paused() if pause_collector else null_context(), \
+                allocator_events() as prof:
+            yield window
+        window.timeline = allocator_timeline(prof, mark_prefix)
 
     def close(self) -> None:
         pass  # the budget is this backend's own guard: nothing process-wide to restore

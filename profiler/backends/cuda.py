@@ -167,6 +167,17 @@ class CudaBackend:
     def device_info(self) -> DeviceInfo:
         return DeviceInfo(self.name, self.device_name, self.total_bytes)
 
+    def allocator_window(self, mark_prefix: str | None = None, *,
+                         pause_collector: bool = False) -> None:
+        """Not supported: None. A window could be built on the caching allocator's event
+        record (``torch.cuda.memory._record_memory_history``, marks from its
+        ``record_function`` annotations), but that record is one process-wide ring buffer
+        which ``--memory-snapshot`` already owns for a whole probe (a window here would switch
+        it off under the snapshot), and the default test run has no GPU to check it on.
+        Nothing on CUDA needs the events: ``memory_window``'s ``max_memory_allocated``
+        already counts every CUDA tensor, and CUDA calibration fits ``measure()``."""
+        return None
+
     def __enter__(self) -> CudaBackend:
         return self
 

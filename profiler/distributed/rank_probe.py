@@ -25,13 +25,7 @@ from typing import Any
 import torch
 from torch.utils._pytree import tree_leaves
 
-from ..backends import MemoryReading, make_backend
-from ..backends.cpu import (
-    allocator_events,
-    allocator_timeline,
-    collector_paused,
-    held_bytes,
-)
+from ..backends import AllocatorWindow, MemoryReading, make_backend
 from ..probe.step import TimingPolicy, TrainingStep, validate_batch_size
 from ..records.measurement import Measurement
 from ..workloads.base import Workload
@@ -79,25 +73,27 @@ class _ProbeMeter:
     def __init__(self, backend: Any) -> None:
         self.backend = backend
         self.reading = MemoryReading()
+        self.events: AllocatorWindow | None = None  # None: the backend records no events
 
     @contextlib.contextmanager
     def probe(self) -> Iterator[None]:
-        if self.backend.device.type != "cpu":
+        window = self.backend.allocator_window(_MARK)
+        if window is None:
             yield
             return
-        with allocator_events() as prof:
+        with window as self.events:
             yield
-        events, spans = allocator_timeline(prof, _MARK)
-        if spans and events:
-            self.reading = _read_marked(held_bytes(events), spans[0][:2])
+        timeline = self.events.timeline
+        if timeline.spans and timeline.events:
+            self.reading = _read_marked(timeline.held(), timeline.spans[0][:2])
 
     @contextlib.contextmanager
     def step(self, step: _RankStep) -> Iterator[None]:
-        if self.backend.device.type != "cpu":
+        if self.events is None:
             with self.backend.memory_window(step.resident()) as self.reading:
                 yield
             return
-        with collector_paused(), torch.profiler.record_function(_MARK):
+        with self.events.mark(_MARK):
             yield
 
 

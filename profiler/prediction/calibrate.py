@@ -7,8 +7,9 @@ at one or two small batch sizes with two instruments at once:
 
 - the trace's ``StorageRecorder`` on the real tensors, marking each operator call with a
   ``torch.profiler.record_function`` range, and
-- ``torch.profiler`` with ``profile_memory=True`` -- the same allocator events the CPU backend
-  measures with, so the measured peak here is ``measure()``'s ``peak_allocated_bytes``.
+- the CPU backend's allocator window (``Backend.allocator_window``) -- the same allocator
+  events its memory window measures with, so the measured peak here is ``measure()``'s
+  ``peak_allocated_bytes``.
 
 Inside each operator's range the allocator's running sum peaks at ``outputs + hidden``; the
 recorder knows the outputs. Per operator call (paired with the meta trace's by operator name
@@ -34,14 +35,8 @@ from typing import Any
 
 import torch
 
-from ..backends.base import unique_storage_bytes
-from ..backends.cpu import (
-    allocator_events,
-    allocator_peak_from_profile,
-    allocator_timeline,
-    collector_paused,
-)
-from ..errors import StepError
+from ..backends import AllocatorTimeline, Backend, make_backend, unique_storage_bytes
+from ..errors import ConfigError, DeviceUnavailableError, StepError
 from ..workloads.base import Workload
 from .model import AffineTrace, Curve, OpCorrection
 from .trace import Trace, trace_step
@@ -107,10 +102,10 @@ class _RealStep:
     window_bytes: Mapping[int, tuple[int, int]]  # op index -> (peak, net) inside its range
 
 
-def _op_windows(prof: torch.autograd.profiler.profile) -> dict[int, tuple[int, int]]:
+def _op_windows(timeline: AllocatorTimeline) -> dict[int, tuple[int, int]]:
     """Allocator (peak, net) bytes inside each operator call's record_function range, from the
     allocator's own counter (every thread's frees counted)."""
-    events, spans = allocator_timeline(prof, _MARK)
+    events, spans = timeline.events, timeline.spans
     starts = [s[0] for s in spans]
     inside: dict[int, list[tuple[int, int]]] = {}  # op index -> (bytes, total) of its events
     for time_ns, nbytes, total in events:
@@ -125,23 +120,44 @@ def _op_windows(prof: torch.autograd.profiler.profile) -> dict[int, tuple[int, i
     return windows
 
 
-def record_cpu_step(workload: Workload, batch_size: int, *, seed: int = 0) -> _RealStep:
-    """Run the real step on the CPU under the recorder and the profiler (module docstring)."""
+def _cpu_backend_with_events(backend: Backend) -> Backend:
+    """``backend`` if calibration can run on it: a CPU device whose allocator events it
+    records. Raises ConfigError / DeviceUnavailableError naming what is missing."""
+    if backend.device.type != "cpu":
+        raise ConfigError(f"CPU calibration runs the real step on the CPU; got backend "
+                          f"{backend.name!r} on {backend.device}. Use calibrate_with_measurements "
+                          "for another device")
+    if backend.allocator_window(_MARK) is None:
+        raise DeviceUnavailableError(f"backend {backend.name!r} cannot record its allocator's "
+                                     "events, which CPU calibration reads; use a CpuBackend")
+    return backend
+
+
+def record_cpu_step(workload: Workload, batch_size: int, *, seed: int = 0,
+                    backend: Backend | None = None) -> _RealStep:
+    """Run the real step on the CPU under the recorder and ``backend``'s allocator window
+    (module docstring). ``backend``: a CPU backend that records allocator events; None
+    builds and closes a ``CpuBackend``. Raises as ``calibrate_cpu`` does for another one."""
+    owned = backend is None
+    events_backend = _cpu_backend_with_events(make_backend("cpu") if owned else backend)
     holder: dict[str, Any] = {}
 
     @contextlib.contextmanager
     def window(resident: list[torch.Tensor]) -> Iterator[None]:
         holder["resident"] = unique_storage_bytes(resident)
-        with collector_paused(), allocator_events() as prof:
+        with events_backend.allocator_window(_MARK, pause_collector=True) as events:
             yield
-        holder["prof"] = prof
+        holder["timeline"] = events.timeline
 
-    torch.manual_seed(seed)
-    trace = trace_step(workload, batch_size, "cpu", device="cpu", profile_markers=True,
-                       step_window=window)
-    prof = holder["prof"]
-    return _RealStep(trace, holder["resident"] + allocator_peak_from_profile(prof),
-                     _op_windows(prof))
+    try:
+        torch.manual_seed(seed)
+        trace = trace_step(workload, batch_size, "cpu", device="cpu", profile_markers=True,
+                           step_window=window)
+    finally:
+        if owned:
+            events_backend.close()
+    timeline: AllocatorTimeline = holder["timeline"]
+    return _RealStep(trace, holder["resident"] + timeline.peak_bytes, _op_windows(timeline))
 
 
 def _observations(real: _RealStep) -> dict[tuple[str, int], tuple[tuple[int, ...], int]]:
@@ -187,18 +203,29 @@ def learn_op_corrections(meta: Mapping[int, Trace], real: Mapping[int, _RealStep
 
 
 def calibrate_cpu(workload: Workload, batch_sizes: Sequence[int],
-                  meta_trace: Callable[[int], Trace]) -> Calibration:
-    """CPU calibration at ``batch_sizes`` (one or two small sizes; see module docstring)."""
+                  meta_trace: Callable[[int], Trace], *,
+                  backend: Backend | None = None) -> Calibration:
+    """CPU calibration at ``batch_sizes`` (one or two small sizes; see module docstring), on
+    ``backend`` (None: a ``CpuBackend`` built and closed here). Raises ConfigError /
+    DeviceUnavailableError for a backend that is not a CPU one recording allocator events,
+    StepError when the real step fails."""
     sizes = tuple(sorted(set(batch_sizes)))
+    owned = backend is None
+    events_backend = _cpu_backend_with_events(make_backend("cpu") if owned else backend)
     real = {}
-    for b in sizes:
-        try:
-            real[b] = record_cpu_step(workload, b)
-        except Exception as exc:  # the user's step failing for real: name it, keep the cause
-            raise StepError(
-                f"calibration: the real training step of workload {workload.name!r} at batch "
-                f"size {b} failed: {type(exc).__name__}: {exc}. Predict with calibrate=False "
-                "(--no-calibrate) to skip calibration", batch_size=b) from exc
+    try:
+        for b in sizes:
+            try:
+                real[b] = record_cpu_step(workload, b, backend=events_backend)
+            except Exception as exc:  # the user's step failing for real: name it, keep cause
+                raise StepError(
+                    f"calibration: the real training step of workload {workload.name!r} at "
+                    f"batch size {b} failed: {type(exc).__name__}: {exc}. Predict with "
+                    "calibrate=False (--no-calibrate) to skip calibration",
+                    batch_size=b) from exc
+    finally:
+        if owned:
+            events_backend.close()
     meta = {b: meta_trace(b) for b in sizes}
     corrections = learn_op_corrections(meta, real)
     points = _points(sizes, meta, real, corrections)

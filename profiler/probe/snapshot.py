@@ -33,10 +33,10 @@ from batchprof.backends import (
     Backend,
     MemoryReading,
     make_backend,
+    quiet_stderr,
     resolve_device,
     unique_storage_bytes,
 )
-from batchprof.backends.cpu import quiet_stderr
 from batchprof.errors import ConfigError, DeviceUnavailableError, TraceError
 from batchprof.records.measurement import Measurement
 from batchprof.render.snapshot import export_cpu_timeline

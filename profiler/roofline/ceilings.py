@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from batchprof.backends.cpu import cpu_model_name
+from batchprof.backends import cpu_model_name
 from batchprof.errors import ConfigError, DeviceUnavailableError
 from batchprof.kernels import reference  # plain torch; importing it registers the ops, never Triton
 
