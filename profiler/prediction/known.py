@@ -62,13 +62,16 @@ class _Deferred:
     (None for a non-tensor); an output whose shadow has another shape, or a call that fails on
     the shadows or makes a large result, is unknown."""
 
-    __slots__ = ("func", "inputs", "sig", "shapes", "max_elements", "values", "__weakref__")
+    __slots__ = ("func", "inputs", "sig", "shapes", "max_elements", "values", "reads",
+                 "__weakref__")
 
     def __init__(self, func: Any, inputs: list[Any], sig: tuple,
                  shapes: list[torch.Size | None], max_elements: int):
         self.func, self.inputs, self.sig = func, inputs, sig
         self.shapes, self.max_elements = shapes, max_elements
         self.values: list[torch.Tensor | None] | None = None  # computed: per output
+        # The inputs a write could change (shadows, deferred outputs; not shapes or numbers).
+        self.reads = tuple(e for e in inputs if isinstance(e, (torch.Tensor, _Out)))
 
     @property
     def pending(self) -> bool:
@@ -77,7 +80,7 @@ class _Deferred:
     def force(self) -> list[torch.Tensor | None]:
         if self.values is None:
             self.values = self._compute()
-            self.inputs = ()  # what it read is no longer needed
+            self.inputs = self.reads = ()  # what it read is no longer needed
         return self.values
 
     def _compute(self) -> list[torch.Tensor | None]:
@@ -137,7 +140,7 @@ def _call_roots(call: _Deferred, memo: dict[int, frozenset]) -> frozenset:
     key = id(call)
     if key not in memo:
         memo[key] = frozenset(())  # a cycle cannot happen; this only bounds the recursion
-        memo[key] = frozenset().union(*(_roots(e, memo) for e in call.inputs))
+        memo[key] = frozenset().union(*(_roots(e, memo) for e in call.reads))
     return memo[key]
 
 
@@ -251,7 +254,7 @@ class KnownValues:
         if not written:
             return
         memo: dict[int, frozenset] = {}
-        for call in [c for c in self._pending if c.pending]:
+        for call in [c for c in self._pending if c.reads]:
             if call.pending and _call_roots(call, memo) & written:
                 call.force()
 

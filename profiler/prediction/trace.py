@@ -188,8 +188,7 @@ class StorageRecorder(TorchDispatchMode):
         shadow_inputs = known.inputs_known(facts, flat_inputs, sig, args) \
             if known is not None else None
         cache = self.cache
-        cache_key = cache.key(func, sig, flat_inputs) if cache is not None \
-            and shadow_inputs is None else None
+        cache_key = cache.key(func, sig, flat_inputs) if cache is not None else None
         out = cache.replay(cache_key, flat_inputs) if cache_key is not None else None
         shadow_out: Any = None
         on_meta = self.device.type == "meta"
@@ -208,8 +207,10 @@ class StorageRecorder(TorchDispatchMode):
                 if not ok:
                     raise _trace_error(func, exc, self.current_module()) from exc
                 # A value (or a value-dependent shape) meta cannot give: the shadow knows it.
+                # Not a function of metadata, so never cached.
                 out = known.as_meta(shadow_out)
                 known.answered[facts.name] = known.answered.get(facts.name, 0) + 1
+                cache_key = None
             fix = META_OUTPUT_FIXES.get(func) if on_meta else None
             if fix is not None:
                 out = fix[1](out)
