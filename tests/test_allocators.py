@@ -15,18 +15,20 @@ import pytest
 from batchprof.errors import ConfigError
 from batchprof.gpus import get_gpu
 from batchprof.prediction.allocators import (
-    DEFAULT_CUBLAS_WORKSPACE_BYTES,
     AllocatorModel,
     CpuAllocatorModel,
     CudaCachingAllocatorModel,
-    CudaOverheads,
-    cublas_workspace_bytes,
     replay,
     round_size,
     segment_size,
-    unmodelled_alloc_conf,
 )
 from batchprof.prediction.events import ACTIVATION, PARAMETER, TEMPORARY, MemEvent
+from batchprof.prediction.overheads import (
+    DEFAULT_CUBLAS_WORKSPACE_BYTES,
+    CudaOverheads,
+    cublas_workspace_bytes,
+    unmodelled_alloc_conf,
+)
 
 KiB = 1024
 MiB = 1024 * 1024

@@ -13,8 +13,8 @@ from torch import nn
 
 from batchprof import ConfigError, TraceError, Workload
 from batchprof.prediction import Prediction, Predictor, predict, predict_max_batch
-from batchprof.prediction.allocators import DEFAULT_CUBLAS_WORKSPACE_BYTES
 from batchprof.prediction.model import AffineTrace, Curve
+from batchprof.prediction.overheads import DEFAULT_CUBLAS_WORKSPACE_BYTES
 from batchprof.probe import TimingPolicy, measure
 from batchprof.workloads import BUILTINS
 

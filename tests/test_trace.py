@@ -327,7 +327,7 @@ def test_known_values_are_computed_when_read_and_see_the_eager_order():
     """known.py's deferred shadows: a value nobody reads is never computed; one read after an
     in-place write to what it was computed from has the value from before the write (a view
     has the value after it, as its storage does); a deferred call keeps no meta storage alive."""
-    from batchprof.prediction.trace import StorageRecorder
+    from batchprof.prediction.recorder import StorageRecorder
 
     recorder = StorageRecorder(torch.device("meta"))
     with recorder:

@@ -1,6 +1,6 @@
 """A cache of meta-kernel outputs keyed by input metadata: the trace's main speed-up.
 
-Used by trace.StorageRecorder; see ``MetaKernelCache``. Each trace owns its cache (nothing
+Used by recorder.StorageRecorder; see ``MetaKernelCache``. Each trace owns its cache (nothing
 outlives one trace: a failed trace cannot leave entries behind for the next one), and only
 operators whose every tensor argument is on the meta device are cached: an operator that
 touches a real tensor (an optimizer's step counter on the CPU, a value read by ``.item()``)

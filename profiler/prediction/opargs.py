@@ -1,6 +1,6 @@
 """An operator call's arguments, flattened once, and the static facts of an operator.
 
-The trace's dispatch mode (trace.StorageRecorder) sees every ATen call of a step, about 8,000
+The trace's dispatch mode (recorder.StorageRecorder) sees every ATen call of a step, about 8,000
 for a GPT-2 step with its optimizer, and three parts of it read the arguments: the known-value
 shadows (known.py), the meta-kernel cache key (metacache.py) and the storage bookkeeping.
 ``torch.utils._pytree`` flattened them once for each (a generic walk that asks every node
