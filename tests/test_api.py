@@ -416,3 +416,13 @@ def test_what_fits_reuses_the_hints_calibration_readings():
     assert any(n.startswith("reused the readings of batch 4, 8") for n in seeded.notes)
     assert not {4, 8} & {m.batch_size for m in seeded.probes}
     assert seeded.max_search.probes <= plain.max_search.probes
+
+
+def test_make_spec_names_an_unknown_option_and_passes_the_rest_to_the_spec():
+    from batchprof.api.options import make_spec
+
+    spec, notes = make_spec("cpu", "1GiB", min_batch=2, max_batch=64, timing=None)
+    assert (spec.min_batch, spec.max_batch, spec.memory_limit_bytes) == (2, 64, 1 << 30)
+    assert notes == []
+    with pytest.raises(ConfigError, match="unknown run option maxbatch; expected .*max_batch"):
+        make_spec("cpu", maxbatch=3)
