@@ -94,6 +94,7 @@ class OpFacts:
     random_output: bool  # outputs random or uninitialized: never known
     value_free: bool  # the first argument's values do not matter
     written: tuple[tuple[int, str], ...]  # (position, name) of the arguments it writes
+    is_view: bool = False  # its output aliases an input (view, detach, t): never cached
 
 
 @functools.cache
@@ -105,4 +106,4 @@ def op_facts(func: Any) -> OpFacts:
         (i, arg.name) for i, arg in enumerate(schema.arguments)
         if arg.alias_info is not None and arg.alias_info.is_write)
     return OpFacts(name, any(word in packet for word in _UNKNOWN_OUTPUT),
-                   packet in _VALUE_FREE, written)
+                   packet in _VALUE_FREE, written, bool(getattr(func, "is_view", False)))

@@ -126,7 +126,9 @@ class StorageRecorder(TorchDispatchMode):
         shadow_inputs = known.inputs_known(facts, flat_inputs, sig, args) \
             if known is not None else None
         cache = self.cache
-        cache_key = cache.key(func, sig, flat_inputs) if cache is not None else None
+        # A view's output is its input's storage: the cache would refuse it after the kernel.
+        cache_key = cache.key(func, sig, flat_inputs) if cache is not None \
+            and not facts.is_view else None
         out = cache.replay(cache_key, flat_inputs) if cache_key is not None else None
         shadow_out: Any = None
         on_meta = self.device.type == "meta"
