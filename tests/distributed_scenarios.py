@@ -123,8 +123,10 @@ def accounting(rank: int, world_size: int, batch_size: int) -> dict[str, Any]:
 
 @scenario
 def predicted_vs_measured(rank: int, world_size: int, workloads: list[str],
-                          strategies: list[str], batch_size: int) -> list[dict[str, Any]]:
-    """Measured per-rank peak (this rank) next to the sharded prediction, per case."""
+                          strategies: list[str], batch_size: int,
+                          repeats: int = 1) -> list[dict[str, Any]]:
+    """Measured per-rank peak (this rank) next to the sharded prediction, per case;
+    ``repeats`` probes per case, every one's peak kept (``measured``: the first)."""
     import batchprof
     from batchprof.distributed.collectives import World
     from batchprof.distributed.rank_probe import measure_rank
@@ -137,11 +139,13 @@ def predicted_vs_measured(rank: int, world_size: int, workloads: list[str],
     for ref in workloads:
         wl = batchprof.load_workload(ref)
         for strategy in strategies:
-            measured = measure_rank(wl, batch_size, world, strategy, timing=quick)[rank]
+            probes = [measure_rank(wl, batch_size, world, strategy, timing=quick)[rank]
+                      for _ in range(repeats)]
             predicted = predict_sharded(wl, [batch_size], world_size, strategy)[0]
             rows.append({"workload": ref, "strategy": strategy,
-                         "measured": measured.peak_allocated_bytes,
-                         "measured_resident": measured.resident_bytes,
+                         "measured": probes[0].peak_allocated_bytes,
+                         "measured_all": [m.peak_allocated_bytes for m in probes],
+                         "measured_resident": probes[0].resident_bytes,
                          "predicted": predicted.peak_allocated_bytes,
                          "predicted_resident": predicted.resident_bytes,
                          "single": predicted.single_process_peak_bytes,

@@ -148,14 +148,14 @@ def predicted_hint(workload: Workload, world: World, strategy: str, device: str,
         try:
             from ..prediction.model import largest_fitting
             from ..prediction.predictor import Predictor
-            from .sharding import ModelLayout, shard_prediction
+            from .sharding import ModelLayout, predict_rank
 
             target = "cuda" if device.startswith("cuda") else "cpu"
             predictor = Predictor(workload, target, calibrate=target == "cpu")
             layout = ModelLayout.of(workload, world.world_size)
 
             def peak(b: int) -> int:
-                p = shard_prediction(predictor.predict(b), layout, world.world_size, strategy)
+                p = predict_rank(predictor, b, layout, world.world_size, strategy)
                 return p.peak_reserved_bytes if target == "cuda" else p.peak_allocated_bytes
 
             hint = largest_fitting(peak, min(limits))
