@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -33,10 +34,13 @@ def measure_once(rank: int, world_size: int, workload: str, strategies: list[str
 @scenario
 def profile_run(rank: int, world_size: int, workload: str, strategy: str,
                 limits: list[Any] | None = None, **options: Any) -> dict[str, Any]:
-    from batchprof.distributed.profile import profile_distributed
+    from batchprof.distributed.profile import DISTRIBUTED_SPEC, profile_distributed
 
+    accumulation = options.pop("grad_accumulation", 1)
+    spec = dataclasses.replace(DISTRIBUTED_SPEC, **options)  # the search's options
     try:
-        r = profile_distributed(workload, strategy, memory_limit=limits, **options)
+        r = profile_distributed(workload, strategy, spec=spec, memory_limit=limits,
+                                grad_accumulation=accumulation)
     except Exception as exc:
         partial = getattr(exc, "partial_result", None)
         return {"error": f"{type(exc).__name__}: {exc}",
@@ -56,7 +60,7 @@ def differing_workloads(rank: int, world_size: int) -> dict[str, Any]:
 def rank_dies(rank: int, world_size: int, die_at: int) -> dict[str, Any]:
     """Rank 1 exits mid-step at batch ``die_at``; rank 0 must report it, probes kept."""
     import batchprof
-    from batchprof.distributed.profile import profile_distributed
+    from batchprof.distributed.profile import DISTRIBUTED_SPEC, profile_distributed
 
     wl = tiny_blocks()
     if rank == 1:
@@ -70,7 +74,8 @@ def rank_dies(rank: int, world_size: int, die_at: int) -> dict[str, Any]:
         wl = batchprof.Workload(wl.name, wl.model_fn, wl.batch_fn, loss_fn, wl.optimizer_fn,
                                 wl.description, wl.tags)
     try:
-        profile_distributed(wl, "ddp", memory_limit="2MiB", knee=False)
+        profile_distributed(wl, "ddp", spec=dataclasses.replace(DISTRIBUTED_SPEC, knee=False),
+                            memory_limit="2MiB")
     except Exception as exc:
         partial = getattr(exc, "partial_result", None)
         return {"error": f"{type(exc).__name__}: {exc}",
@@ -123,8 +128,10 @@ def accounting(rank: int, world_size: int, batch_size: int) -> dict[str, Any]:
 
 @scenario
 def predicted_vs_measured(rank: int, world_size: int, workloads: list[str],
-                          strategies: list[str], batch_size: int) -> list[dict[str, Any]]:
-    """Measured per-rank peak (this rank) next to the sharded prediction, per case."""
+                          strategies: list[str], batch_size: int,
+                          repeats: int = 1) -> list[dict[str, Any]]:
+    """Measured per-rank peak (this rank) next to the sharded prediction, per case;
+    ``repeats`` probes per case, every one's peak kept (``measured``: the first)."""
     import batchprof
     from batchprof.distributed.collectives import World
     from batchprof.distributed.rank_probe import measure_rank
@@ -137,11 +144,13 @@ def predicted_vs_measured(rank: int, world_size: int, workloads: list[str],
     for ref in workloads:
         wl = batchprof.load_workload(ref)
         for strategy in strategies:
-            measured = measure_rank(wl, batch_size, world, strategy, timing=quick)[rank]
+            probes = [measure_rank(wl, batch_size, world, strategy, timing=quick)[rank]
+                      for _ in range(repeats)]
             predicted = predict_sharded(wl, [batch_size], world_size, strategy)[0]
             rows.append({"workload": ref, "strategy": strategy,
-                         "measured": measured.peak_allocated_bytes,
-                         "measured_resident": measured.resident_bytes,
+                         "measured": probes[0].peak_allocated_bytes,
+                         "measured_all": [m.peak_allocated_bytes for m in probes],
+                         "measured_resident": probes[0].resident_bytes,
                          "predicted": predicted.peak_allocated_bytes,
                          "predicted_resident": predicted.resident_bytes,
                          "single": predicted.single_process_peak_bytes,

@@ -122,3 +122,17 @@ def test_a_rank_that_dies_mid_step_ends_the_run_on_rank_0_with_its_probes_kept(t
     assert err.startswith("RankFailedError:") and "\n" not in err
     assert r0["value"]["probes"] and max(r0["value"]["probes"]) < 64
     assert r0["elapsed_s"] < 45  # gloo notices the closed connection; no 60 s timeout waited
+
+
+def test_profile_distributed_refuses_a_spec_it_cannot_follow_before_any_collective():
+    from batchprof.distributed.profile import profile_distributed
+    from batchprof.errors import ConfigError
+    from batchprof.spec import RunSpec
+
+    with pytest.raises(ConfigError, match="does not support hint, roofline"):
+        profile_distributed(TINY, "ddp", spec=RunSpec(hint=4, roofline=True))
+    with pytest.raises(ConfigError, match="give the budget once"):
+        profile_distributed(TINY, "ddp", spec=RunSpec(memory_limit_bytes=2**20),
+                            memory_limit="1MiB")
+    with pytest.raises(ConfigError, match="must be a batchprof RunSpec"):
+        profile_distributed(TINY, "ddp", spec={"max_batch": 8})

@@ -96,6 +96,7 @@ def _run_ranks(command: str, args: argparse.Namespace, console: Any, rank: int) 
     from ..distributed.errors import RankFailedError
     from ..distributed.launch import process_group
     from ..distributed.profile import measure_distributed, profile_distributed
+    from ..spec import RunSpec
 
     device = resolve_device(args.device)
     main = rank == 0
@@ -129,10 +130,13 @@ def _run_ranks(command: str, args: argparse.Namespace, console: Any, rank: int) 
                     on_probe(one)
                 result = one
             else:
+                spec = RunSpec(device=device, min_batch=args.min_batch,
+                               max_batch=args.max_batch, multiple_of=args.multiple_of,
+                               alpha=args.alpha,
+                               use_prediction=not getattr(args, "no_predict", False))
                 result = profile_distributed(
-                    ref, args.parallel, on_probe=on_probe, min_batch=args.min_batch,
-                    max_batch=args.max_batch, multiple_of=args.multiple_of, alpha=args.alpha,
-                    use_prediction=not getattr(args, "no_predict", False), **common)
+                    ref, args.parallel, spec=spec, on_probe=on_probe,
+                    memory_limit=args.memory_limit, grad_accumulation=args.grad_accumulation)
     except BatchprofError as exc:
         result = getattr(exc, "partial_result", None)
         code = EXIT_RANK_FAILED if isinstance(exc, RankFailedError) else EXIT_USAGE

@@ -18,13 +18,13 @@ from typing import Any
 
 import torch
 
-from .. import defaults
-from ..errors import BatchprofError, BudgetError
+from ..backends import resolve_device
+from ..errors import BatchprofError, BudgetError, ConfigError
 from ..probe.step import TimingPolicy
 from ..records.search import KneeResult, MaxBatchResult, Outcome
 from ..search.knee.find import find_knee
 from ..search.max_batch import find_max_batch
-from ..spec import throughput_ladder
+from ..spec import RunSpec, throughput_ladder
 from ..units import parse_bytes
 from ..workloads.base import Workload
 from ..workloads.registry import load_workload
@@ -148,14 +148,14 @@ def predicted_hint(workload: Workload, world: World, strategy: str, device: str,
         try:
             from ..prediction.model import largest_fitting
             from ..prediction.predictor import Predictor
-            from .sharding import ModelLayout, shard_prediction
+            from .sharding import ModelLayout, predict_rank
 
             target = "cuda" if device.startswith("cuda") else "cpu"
             predictor = Predictor(workload, target, calibrate=target == "cpu")
             layout = ModelLayout.of(workload, world.world_size)
 
             def peak(b: int) -> int:
-                p = shard_prediction(predictor.predict(b), layout, world.world_size, strategy)
+                p = predict_rank(predictor, b, layout, world.world_size, strategy)
                 return p.peak_reserved_bytes if target == "cuda" else p.peak_allocated_bytes
 
             hint = largest_fitting(peak, min(limits))
@@ -166,29 +166,58 @@ def predicted_hint(workload: Workload, world: World, strategy: str, device: str,
     return world.gather((hint, note))[0]
 
 
+DISTRIBUTED_SPEC = RunSpec(device="cpu", use_prediction=False)  # profile_distributed's default
+
+
+def _search_spec(spec: RunSpec | None, memory_limit: Any) -> tuple[RunSpec, Any]:
+    """The spec's search options, and the budget: ``memory_limit`` (one per rank allowed) or
+    the spec's ``memory_limit_bytes``. ConfigError for what the distributed search lacks."""
+    spec = DISTRIBUTED_SPEC if spec is None else spec
+    if not isinstance(spec, RunSpec):
+        raise ConfigError(f"spec must be a batchprof RunSpec (e.g. RunSpec(max_batch=64)), "
+                          f"got {type(spec).__name__}")
+    unsupported = [name for name, value in (("dataset_size", spec.dataset_size),
+                                            ("hint", spec.hint), ("roofline", spec.roofline))
+                   if value not in (None, False)]
+    if unsupported:
+        raise ConfigError(f"profile_distributed does not support {', '.join(unsupported)} in "
+                          "the spec; leave them unset")
+    if spec.memory_limit_bytes is not None:
+        if memory_limit is not None:
+            raise ConfigError("give the budget once: memory_limit (one value, or one per "
+                              "rank) or the spec's memory_limit_bytes, not both")
+        memory_limit = spec.memory_limit_bytes
+    return dataclasses.replace(spec, device=resolve_device(spec.device)), memory_limit
+
+
 def profile_distributed(
-    workload: Workload | str, strategy: str = "ddp", *, device: str = "cpu",
-    memory_limit: int | str | Sequence[int | str] | None = None, min_batch: int = 1,
-    max_batch: int | None = None, multiple_of: int = 1, grad_accumulation: int = 1,
-    knee: bool = True, alpha: float = defaults.ALPHA, timing: TimingPolicy | None = None,
-    use_prediction: bool = False,
+    workload: Workload | str, strategy: str = "ddp", *, spec: RunSpec | None = None,
+    memory_limit: int | str | Sequence[int | str] | None = None, grad_accumulation: int = 1,
     on_probe: Callable[[DistributedMeasurement], None] | None = None,
     world: World | None = None,
 ) -> DistributedProfile:
     """Search the per-rank batch over every rank of the default process group.
 
-    ``memory_limit``: a budget for every rank, or one per rank. ``use_prediction``: seed the
-    search with the sharded prediction (:func:`predicted_hint`). Raises WorldMismatchError
-    when ranks disagree on the workload or options, RankFailedError when a rank fails
-    mid-step or dies, BudgetError when the smallest batch does not fit; errors raised after
-    probing began carry ``partial_result``.
+    ``spec`` (a :class:`batchprof.spec.RunSpec`, as ``batchprof.profile`` takes) says how to
+    search: the device ("auto" resolved here), the batch bounds (``min_batch``, ``max_batch``,
+    ``multiple_of``), ``knee`` and ``alpha``, ``timing``, and ``use_prediction`` (seed the
+    search with the sharded prediction, :func:`predicted_hint`); by default
+    ``DISTRIBUTED_SPEC``: the CPU, no bounds, the knee, no prediction. The distributed search
+    has no deadline: the spec's ``time_budget_s`` is not applied. ``memory_limit``: a budget
+    for every rank, or one per rank (or the spec's ``memory_limit_bytes``, for every rank).
+    Raises ConfigError for a spec it cannot follow, WorldMismatchError when ranks disagree on
+    the workload or options, RankFailedError when a rank fails mid-step or dies, BudgetError
+    when the smallest batch does not fit; errors raised after probing began carry
+    ``partial_result``.
     """
     clock = time.perf_counter()
-    options = (strategy, min_batch, max_batch, multiple_of, grad_accumulation, knee, alpha,
-               use_prediction)
+    spec, memory_limit = _search_spec(spec, memory_limit)
+    device, min_batch, multiple_of = spec.device, spec.min_batch, spec.multiple_of
+    options = (strategy, min_batch, spec.max_batch, multiple_of, grad_accumulation, spec.knee,
+               spec.alpha, spec.use_prediction)
     wl, world = _setup(workload, strategy, device, world, options)
     limit = rank_limit(memory_limit, world.rank, world.world_size)
-    base = timing or TimingPolicy()
+    base = spec.timing
     policy = dataclasses.replace(base, max_timed_steps=base.timed_steps)  # same count everywhere
     probes: list[DistributedMeasurement] = []
 
@@ -207,23 +236,24 @@ def profile_distributed(
     notes: list[str] = []
     try:
         hint = None
-        if use_prediction:
+        if spec.use_prediction:
             hint, note = predicted_hint(wl, world, strategy, device, limit)
             notes.append(note)
-        search = find_max_batch(probe, hint=hint, min_batch=min_batch, max_batch=max_batch,
-                                multiple_of=multiple_of)
+        search = find_max_batch(probe, hint=hint, min_batch=min_batch,
+                                max_batch=spec.max_batch, multiple_of=multiple_of)
         if search.max_batch is None:
             failed = probes[-1] if probes else None
             raise BudgetError(f"batch size {min_batch} per rank does not fit on every rank"
                               + (f" ({failed.reason})" if failed and failed.reason else "")
                               + "; raise --memory-limit or shard further (--parallel fsdp)")
-        if knee:
+        if spec.knee:
             seen = {p.batch_size for p in probes}
             for b in throughput_ladder(min_batch, search.max_batch, multiple_of):
                 if b not in seen:
                     probe(b)
             fit = [p.outcome() for p in probes if p.feasible]
-            knee_result = find_knee(fit, alpha=alpha, refine=probe, multiple_of=multiple_of)
+            knee_result = find_knee(fit, alpha=spec.alpha, refine=probe,
+                                    multiple_of=multiple_of)
     except BatchprofError as exc:
         exc.partial_result = _result(wl, world, strategy, grad_accumulation, search,  # type: ignore[attr-defined]
                                      knee_result, probes, notes, clock, exc)

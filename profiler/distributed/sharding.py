@@ -13,13 +13,20 @@ Each strategy then moves bytes as it does:
 - ``zero2``: gradients sharded too: ``S - O + O/N - G_peak + G_peak/N`` + one bucket in flight.
 - ``fsdp`` (FSDP2, ``fully_shard`` per repeated block then the root; the root's parameters
   stay gathered between forward and backward): resident = padded shards of ``P`` and ``O`` +
-  the batch and buffers; on top, the largest of (a) the single-process step's dynamic bytes
-  with its gradients sharded, plus the gathered root, (b) each block's reduce-scatter (its
-  gathered parameters, unsharded gradients, reduce-scatter input and output, the prefetched
-  block, the gathered root, the shards already reduced, the activations still held) and
-  (c) the root's reduce-scatter at the end of backward.
-  The FSDP figures are a model of FSDP2's schedule, not a trace of it; see PROGRESS.md for how
-  close they come to measured ranks.
+  the batch and buffers; on top, the largest of (a) the step's compute peak, the single-process
+  step's events with FSDP2's schedule laid over them (:mod:`.schedule`: gathered units, the
+  all-gather output held through a unit's forward, the prefetched block in backward, gradients
+  sharded once their unit is reduced), (b) each block's reduce-scatter (its gathered
+  parameters, unsharded gradients, reduce-scatter input and output, the prefetched block, the
+  gathered root, the shards already reduced, the activations still held) and (c) the root's
+  reduce-scatter at the end of backward. FSDP needs the step's events, not only the
+  Prediction (:func:`predict_rank` passes them).
+  Measured on 2 CPU ranks (gloo), the built-ins and two Hugging Face models at batch 4, 8 and
+  16: within 0.01%, except the LSTM (+0.3% at 8, +2% at 16: the trace's head, see
+  ``schedule``) and the tiny test model at 4 (+1.1%: (b) counts the block's gathered
+  parameters, which FSDP2 reshards before it reduce-scatters). gloo's reduce-scatter copies
+  its input and frees the copy on its worker thread, sometimes after the next unit's backward
+  has begun: a probe can then peak up to one unit higher than this (thread scheduling).
 """
 
 from __future__ import annotations
@@ -34,10 +41,12 @@ import torch
 
 from ..errors import ConfigError
 from ..prediction.allocators import round_size
+from ..prediction.events import MemEvent
 from ..prediction.model import largest_fitting
 from ..workloads.base import Workload
 from ..workloads.registry import load_workload
 from .parallel import repeated_blocks
+from .schedule import FsdpUnits, fsdp_compute_peak
 
 STRATEGIES = ("ddp", "fsdp", "zero1", "zero2")
 DDP_BUCKET_CAP_BYTES = 25 * 2**20  # DistributedDataParallel(bucket_cap_mb=25)
@@ -53,12 +62,15 @@ class ModelLayout:
     unit_bytes: tuple[int, ...]  # repeated blocks, in forward order
     root_bytes: int  # parameters outside the blocks
     padded_shard_bytes: int  # this rank's shard of every parameter (dim 0 padded to N)
+    unit_names: tuple[str, ...] = ()  # the blocks' qualified module names
+    unit_gradient_bytes: tuple[int, ...] = ()  # the blocks' parameters that take a gradient
 
     @classmethod
     def of(cls, workload: Workload, world_size: int) -> ModelLayout:
         with torch.device("meta"):
             model = workload.model_fn()
         params = list({id(p): p for p in model.parameters()}.values())  # tied weights once
+        names = {id(m): name for name, m in model.named_modules()}
 
         def nbytes(p: torch.nn.Parameter) -> int:
             return p.numel() * p.element_size()
@@ -69,15 +81,23 @@ class ModelLayout:
             rows = math.ceil(p.shape[0] / world_size)
             return rows * (p.numel() // max(p.shape[0], 1)) * p.element_size()
 
-        units = []
+        units, grads, unit_names = [], [], []
         in_blocks: set[int] = set()
         for block in repeated_blocks(model):
             own = [p for p in block.parameters() if id(p) not in in_blocks]
             in_blocks.update(id(p) for p in own)
             units.append(sum(nbytes(p) for p in own))
+            grads.append(sum(nbytes(p) for p in own if p.requires_grad))
+            unit_names.append(names[id(block)])
         total = sum(nbytes(p) for p in params)
         return cls(total, tuple(nbytes(p) for p in params if p.requires_grad), tuple(units),
-                   total - sum(units), sum(shard(p) for p in params))
+                   total - sum(units), sum(shard(p) for p in params), tuple(unit_names),
+                   tuple(grads))
+
+    @property
+    def fsdp_units(self) -> FsdpUnits:
+        return FsdpUnits(self.unit_names, self.unit_bytes,
+                         self.unit_gradient_bytes or self.unit_bytes, self.root_bytes)
 
 
 def ddp_bucket_sizes(parameter_sizes: Sequence[int], cap_bytes: int = DDP_BUCKET_CAP_BYTES
@@ -146,15 +166,13 @@ def check_world(world_size: int, strategy: str, grad_accumulation: int = 1) -> N
         raise ConfigError(f"--parallel must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
 
 
-def _fsdp_extra(layout: ModelLayout, n: int, dynamic: int, grads_at_peak: int,
-                activations: int) -> tuple[int, dict[str, int]]:
+def _fsdp_extra(layout: ModelLayout, n: int, compute: int, activations: int
+                ) -> tuple[int, dict[str, int]]:
     """Bytes above the sharded resident state: the largest of three moments of FSDP2's
-    schedule (see the module docstring, ``fsdp``)."""
+    schedule (see the module docstring, ``fsdp``); ``compute``: moment (a), from
+    :func:`schedule.fsdp_compute_peak`."""
     units = layout.unit_bytes
     root = layout.root_bytes
-    # (a) the single-process peak moment, gradients sharded, the root's parameters gathered
-    # (FSDP2 does not reshard the root between forward and backward).
-    compute = dynamic - grads_at_peak + grads_at_peak / n + root
     # (b) a block's reduce-scatter, last block first: its gathered parameters, unsharded
     # gradients and reduce-scatter input (3 x U_k) and output (U_k / N), the block before it
     # (prefetched), the gathered root, the shards already reduced, the activations of the
@@ -175,10 +193,35 @@ def _fsdp_extra(layout: ModelLayout, n: int, dynamic: int, grads_at_peak: int,
                         "fsdp_largest_unit_bytes": max(units, default=0)}
 
 
+def step_events(predictor: Any, batch_size: int) -> list[MemEvent]:
+    """The single-process step's events at ``batch_size`` as the predictor replays them
+    (calibrated; on CUDA the device's events only), from the step's first event on."""
+    model = predictor.model_for(batch_size)
+    cuda = predictor.target == "cuda"
+    events = model.events(batch_size, drop_off_device=cuda)
+    return events[model.index(model.step_start, drop_off_device=cuda):]
+
+
+def _running_peak(events: Sequence[MemEvent]) -> int:
+    now = peak = 0
+    for e in events:
+        now += e.nbytes if e.kind == "alloc" else -e.nbytes
+        peak = max(peak, now)
+    return peak
+
+
 def shard_prediction(base: Any, layout: ModelLayout, world_size: int, strategy: str, *,
-                     grad_accumulation: int = 1) -> ShardedPrediction:
-    """One rank's figures from the single-process ``base`` (a batchprof Prediction)."""
+                     grad_accumulation: int = 1,
+                     events: Sequence[MemEvent] | None = None) -> ShardedPrediction:
+    """One rank's figures from the single-process ``base`` (a batchprof Prediction).
+
+    ``events``: the step's events behind ``base`` (:func:`step_events`); FSDP needs them (where
+    in the step each byte is held decides what FSDP adds to it), the other strategies do not.
+    """
     check_world(world_size, strategy, grad_accumulation)
+    if strategy == "fsdp" and events is None:
+        raise ValueError("shard_prediction(..., 'fsdp') needs the step's events: pass "
+                         "events=step_events(predictor, batch_size)")
     n = world_size
     cats = base.by_category
     optim = int(cats.get("optimizer_state", 0))
@@ -206,17 +249,29 @@ def shard_prediction(base: Any, layout: ModelLayout, world_size: int, strategy: 
         pad = layout.padded_shard_bytes * n / max(layout.parameter_bytes, 1)
         sharded = layout.padded_shard_bytes + int(optim * pad / n)
         new_resident = resident - layout.parameter_bytes - optim + sharded
-        extra, fsdp = _fsdp_extra(layout, n, s - resident, grads_at_peak,
-                                  base.activation_bytes)
+        # What the prediction holds beyond its events (calibration's residual; on CUDA also
+        # the allocator's rounding) is held at every moment.
+        unseen = s - resident - _running_peak(events)
+        compute = fsdp_compute_peak(events or (), layout.fsdp_units, n)
+        extra, fsdp = _fsdp_extra(layout, n, compute.bytes + unseen, base.activation_bytes)
         delta = new_resident + extra - s
         resident_delta = new_resident - resident
-        comps.update(fsdp, sharded_state_bytes=sharded)
+        comps.update(fsdp, sharded_state_bytes=sharded, fsdp_compute_held_bytes=compute.fsdp_bytes)
     peak = int(s + delta)
     reserved = int(base.peak_reserved_bytes + delta)
     return ShardedPrediction(base.workload, base.batch_size, n, strategy, base.target,
                              grad_accumulation, peak, max(reserved, peak),
                              int(resident + resident_delta), s, comps, base.gpu,
                              base.capacity_bytes)
+
+
+def predict_rank(predictor: Any, batch_size: int, layout: ModelLayout, world_size: int,
+                 strategy: str, *, grad_accumulation: int = 1) -> ShardedPrediction:
+    """:func:`shard_prediction` of ``predictor``'s prediction at ``batch_size``."""
+    return shard_prediction(predictor.predict(batch_size), layout, world_size, strategy,
+                            grad_accumulation=grad_accumulation,
+                            events=step_events(predictor, batch_size) if strategy == "fsdp"
+                            else None)
 
 
 def predict_sharded(workload: Workload | str, batch_sizes: Sequence[int], world_size: int,
@@ -231,8 +286,8 @@ def predict_sharded(workload: Workload | str, batch_sizes: Sequence[int], world_
     predictor = Predictor(wl, target, gpu=gpu, calibrate=calibrate,
                           check_sizes=[max(batch_sizes)] if batch_sizes else ())
     layout = ModelLayout.of(wl, world_size)
-    return [shard_prediction(predictor.predict(b), layout, world_size, strategy,
-                             grad_accumulation=grad_accumulation) for b in batch_sizes]
+    return [predict_rank(predictor, b, layout, world_size, strategy,
+                         grad_accumulation=grad_accumulation) for b in batch_sizes]
 
 
 def _largest_fitting_from(low: int, peak_of: Any, capacity_bytes: int) -> int | None:
@@ -267,8 +322,8 @@ def plan_sharded(workload: Workload | str, gpu_names: Sequence[str], world_size:
         usable = predictor.overheads.usable_capacity_bytes(spec.memory_bytes)
 
         def at(b: int, p: Any = predictor) -> ShardedPrediction:
-            return shard_prediction(p.predict(b), layout, world_size, strategy,
-                                    grad_accumulation=grad_accumulation)
+            return predict_rank(p, b, layout, world_size, strategy,
+                                grad_accumulation=grad_accumulation)
 
         best = _largest_fitting_from(predictor.anchors[0],
                                      lambda b: at(b).peak_reserved_bytes, usable)
