@@ -45,7 +45,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..prediction.events import MemEvent
-from ..prediction.trace import BACKWARD_MODULE, LOSS_MODULE, OPTIMIZER_MODULE, SETUP_MODULE
+from ..prediction.recorder import BACKWARD_MODULE, LOSS_MODULE, OPTIMIZER_MODULE, SETUP_MODULE
 
 _OUTSIDE_MODEL = frozenset({LOSS_MODULE, BACKWARD_MODULE, OPTIMIZER_MODULE, SETUP_MODULE, None})
 ROOT = -1  # "in the model, outside every repeated block"
