@@ -7,14 +7,15 @@ curve at 16 batch sizes on the CPU target from meta traces alone (calibrate=Fals
 Targets (issue 11): the curve in < 5 s; with what-if bf16,checkpoint (four scenarios: as
 written, bf16, checkpoint, both) in < 15 s, on 2 cores. Needs the models extra (tests/zoo).
 
-Measured 2026-12-07, quiet (load ~1.1), 16 traces for the what-if (4 a scenario: b = 1, the
-anchors 2 and 4, the check at 512), one round each: under this pytest bench, as written
-4.25-5.1 s, what-if 17.8-24.4 s (runs vary by +-3 s); the same test function called from plain
-Python (no pytest in the process), 3.4 s and 13.3 s; ``predict()`` alone 14.1-14.3 s. What
-costs is Python per ATen call (about 8,000 to 12,000 a trace: the dispatch mode, autograd,
-the meta kernels); the speed-ups this figure reflects are in prediction/opargs.py (arguments
-flattened once), known.py (a storage index), autocast.py and probe.step.older_objects_frozen.
-Before them (stop 21, load 1.7): 5.81 s and 23.2 s.
+Measured 2026-12-08, load ~1.2, 16 traces for the what-if (4 a scenario: b = 1, the anchors
+2 and 4, the check at 512), one round each, under this pytest bench: as written 2.80-2.82 s,
+what-if 9.55-11.4 s (2026-12-07: 4.25-5.1 s and 17.8-24.4 s). What costs is Python per ATen call
+(8,000 to 12,000 a trace). This stop's speed-ups: known values computed only when read
+(prediction/known.py: the CPU math attention's (seq, seq) causal mask and the optimizer's zero
+states were computed on real tensors in every trace, 40% of it), the meta-kernel cache taking
+Parameter arguments (layer norm, the optimizer's updates) and known-value operators, views
+skipping it. Before: opargs.py (arguments flattened once), known.py's storage index,
+autocast.py, probe.step.older_objects_frozen (stop 23); stop 21 (load 1.7): 5.81 s and 23.2 s.
 """
 
 from __future__ import annotations
