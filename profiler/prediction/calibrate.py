@@ -10,7 +10,7 @@ at one or two small batch sizes with two instruments at once:
 - the CPU backend's allocator window (``Backend.allocator_window``) -- the same allocator
   events its memory window measures with, so the measured peak here is ``measure()``'s
   ``peak_allocated_bytes`` up to a few Python scalars (seen: 8 bytes in 104,572 for the tiny
-  test workload at batch 4; the markers' own ranges allocate them).
+  test workload at batch 4).
 
 Inside each operator's range the allocator's running sum peaks at ``outputs + hidden``; the
 recorder knows the outputs. Per operator call (paired with the meta trace's by operator name
