@@ -113,13 +113,6 @@ def _read_marked(held: list[tuple[int, int]], span: tuple[int, int]) -> MemoryRe
                          peak_reserved_bytes=max(peak, resident))
 
 
-def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    # The CPU allocator raises a plain RuntimeError; its message is the only signal.
-    return isinstance(exc, RuntimeError) and "DefaultCPUAllocator: can't allocate" in str(exc)
-
-
 def _collective_failed(exc: BaseException) -> bool:
     """A communication error (a peer closed its connection or timed out), not this rank's own
     failure. gloo raises plain RuntimeErrors naming its transport; nccl DistBackendError."""
@@ -160,7 +153,7 @@ def measure_rank(workload: Workload, batch_size: int, world: World, strategy: st
     if failure is not None:
         if _collective_failed(failure):  # a peer left: say who, not "this rank failed"
             raise world.peer_failure("in a collective of the step", failure) from failure
-        kind = "ran out of memory" if _is_oom(failure) else "failed"
+        kind = "ran out of memory" if backend.is_oom(failure) else "failed"
         first = str(failure).strip().splitlines()[0] if str(failure).strip() else ""
         reason = (f"{kind} mid-step at batch {batch_size} per rank "
                   f"({type(failure).__name__}: {first})")
