@@ -177,3 +177,11 @@ def test_cuda_prediction_matches_cuda_measurement():
             assert abs(error) <= TOLERANCE, (name, b, p.peak_allocated_bytes,
                                              m.peak_allocated_bytes)
 
+
+
+def test_trace_alone_on_the_cpu_says_which_kernels_it_cannot_see():
+    """oneDNN convolutions and RNNs allocate scratch inside the kernel: a trace-alone CPU
+    prediction of a model with them says so; one of a model without them does not."""
+    cnn, mlp = (predict(n, [4], "cpu", calibrate=False)[0] for n in ("cnn", "mlp"))
+    assert any("convolution_backward kernels allocate scratch" in n for n in cnn.notes)
+    assert not any("scratch" in n for n in mlp.notes)

@@ -38,6 +38,9 @@ DEFAULT_ANCHORS = (2, 4)  # b = 1 often differs in structure (a view where large
 DEFAULT_CALIBRATION_SIZES = (1, 2, 4, 8)
 TOP_MODULES = 10
 UNATTRIBUTED = "unattributed"  # the calibration residual in by_category
+# Operators (ATen names) whose CPU kernels allocate scratch memory inside themselves.
+_ONEDNN_SCRATCH_OPS = frozenset({"convolution_backward", "mkldnn_rnn_layer",
+                                 "mkldnn_rnn_layer_backward"})
 
 
 @dataclass(frozen=True)
@@ -170,14 +173,25 @@ class Predictor:
                                 "batch-affine (different operators or sizes)")
 
     def _note_unseen_cpu_workspace(self) -> None:
-        """On a CPU where oneDNN runs bf16 GEMMs (AVX-512; seen on an AVX512-BF16 machine),
-        they pack their operands into buffers allocated inside the kernel, outside the
-        dispatcher: a trace cannot see them (measured: the GPT-2 zoo model, bf16 autocast and checkpointing
-        at batch 4, 4.2% above the trace; exact with ONEDNN_MAX_CPU_ISA=AVX2). Said, not
-        guessed: their size depends on the ISA oneDNN picks; calibration measures them."""
+        """Say where a trace-alone CPU peak misses bytes kernels allocate inside themselves,
+        outside the dispatcher (calibration measures them; their size depends on the ISA and
+        algorithm oneDNN picks, so it is said, not guessed):
+
+        - oneDNN convolutions and RNNs keep scratchpads and blocked-layout copies (measured,
+          2026-12-08: the zoo's ConvNeXt 45-70% above the trace alone, a 3.2 MB scratchpad
+          in one depthwise convolution's backward; the built-in LSTM 17-47%);
+        - on a CPU where oneDNN runs bf16 GEMMs (AVX-512; seen on an AVX512-BF16 machine),
+          they pack their operands into buffers (the GPT-2 zoo model, bf16 autocast and
+          checkpointing at batch 4, 4.2% above the trace; exact with ONEDNN_MAX_CPU_ISA=AVX2).
+        """
         import torch
 
         anchor = self.trace(self.anchors[1])
+        hidden = sorted({c.op.split(".")[1] for c in anchor.step_ops} & _ONEDNN_SCRATCH_OPS)
+        if hidden:
+            self.notes.append(f"trace alone on the CPU: oneDNN's {', '.join(hidden)} kernels "
+                              "allocate scratch buffers the trace does not see (up to 70% of "
+                              "the peak on a ConvNeXt); calibrate for an exact CPU peak")
         if anchor.corrections.get("autocast_casts", 0) and \
                 torch.ops.mkldnn._is_mkldnn_bf16_supported():
             self.notes.append("trace alone under autocast on a CPU where oneDNN runs bf16: its "
