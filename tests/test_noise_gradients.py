@@ -172,3 +172,21 @@ def test_noise_scale_on_cuda():
         draws=16, small_batch=8, big_batch=128))
     assert result.device.startswith("cuda")
     assert 0.3 * truth < result.noise_scale_samples < 3 * truth
+
+
+def test_the_backend_it_builds_is_closed_and_a_given_one_is_not(monkeypatch):
+    workload, _ = linear_regression(dim=8)
+    closed = []
+
+    class Recording(CpuBackend):
+        def close(self) -> None:
+            closed.append(self)
+            super().close()
+
+    monkeypatch.setattr("batchprof.noise.gradients.make_backend",
+                        lambda device, limit: Recording(limit))
+    estimate_noise_scale(workload, options=NoiseOptions(draws=3))
+    assert len(closed) == 1
+    given = Recording(None)
+    estimate_noise_scale(workload, backend=given, options=NoiseOptions(draws=3))
+    assert closed == [closed[0]]  # the caller's stays open

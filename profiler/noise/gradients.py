@@ -258,20 +258,25 @@ def estimate_noise_scale(
     started = time.perf_counter()
     wl = load_workload(workload)
     small, big, big_source = choose_batch_sizes(options, max_batch)
+    owned = backend is None  # built here, so closed here; a caller's backend stays open
     backend = _resolve_backend(device, memory_limit, backend)
-    given_model = model is not None
-    if model is None:
-        with _seeded(backend, options.seed), torch.device(backend.device):
-            model = wl.model_fn()
-    draws, draw_source = _measure_draws(wl, model, backend, options, small, big, on_draw)
-    estimate = estimate_noise_scale_from_draws(draws, options.confidence)
-    has_batchnorm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-                        for m in model.modules())
-    builtin = getattr(wl.batch_fn, "__module__", "").startswith("batchprof.workloads")
-    return NoiseScaleResult(
-        workload=wl.name, device=backend.name, estimate=estimate, small_batch=small,
-        big_batch=big, big_batch_source=big_source, micro_batch=options.micro_batch,
-        draw_source=draw_source, elapsed_s=time.perf_counter() - started,
-        caveats=caveats(wl.name, builtin, given_model, has_batchnorm),
-        lr_hint=_lr_hint(wl, model, options, target_batch, estimate.noise_scale_samples),
-        options=options.to_dict())
+    try:
+        given_model = model is not None
+        if model is None:
+            with _seeded(backend, options.seed), torch.device(backend.device):
+                model = wl.model_fn()
+        draws, draw_source = _measure_draws(wl, model, backend, options, small, big, on_draw)
+        estimate = estimate_noise_scale_from_draws(draws, options.confidence)
+        has_batchnorm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                            for m in model.modules())
+        builtin = getattr(wl.batch_fn, "__module__", "").startswith("batchprof.workloads")
+        return NoiseScaleResult(
+            workload=wl.name, device=backend.name, estimate=estimate, small_batch=small,
+            big_batch=big, big_batch_source=big_source, micro_batch=options.micro_batch,
+            draw_source=draw_source, elapsed_s=time.perf_counter() - started,
+            caveats=caveats(wl.name, builtin, given_model, has_batchnorm),
+            lr_hint=_lr_hint(wl, model, options, target_batch, estimate.noise_scale_samples),
+            options=options.to_dict())
+    finally:
+        if owned:
+            backend.close()
