@@ -18,12 +18,14 @@ from .base import (
     MemoryReading,
     unique_storage_bytes,
 )
-from .cpu import CpuBackend, cpu_model_name, quiet_stderr
+from .cpu import CpuBackend, cpu_memory_profile, cpu_model_name, quiet_stderr
+from .cuda import cuda_allocator_history
 
 # Code outside this package imports these names from here, never a backend's module (the layout
 # test checks): the protocol, its records and the factory are the seam.
 __all__ = ["AllocatorEvent", "AllocatorTimeline", "AllocatorWindow", "Backend", "BudgetExceeded",
-           "CpuBackend", "DeviceInfo", "MarkedSpan", "MemoryReading", "cpu_model_name",
+           "CpuBackend", "DeviceInfo", "MarkedSpan", "MemoryReading", "cpu_memory_profile",
+           "cpu_model_name", "cuda_allocator_history",
            "device_notice", "make_backend", "quiet_stderr", "resolve_device",
            "unique_storage_bytes"]
 

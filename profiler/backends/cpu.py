@@ -29,6 +29,7 @@ from torch._C._profiler import _EventType
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from ..errors import TraceError
 from ..units import format_bytes
 from .base import (
     AllocatorEvent,
@@ -300,3 +301,31 @@ class CpuBackend:
 
     def close(self) -> None:
         pass  # the budget is this backend's own guard: nothing process-wide to restore
+
+
+@contextlib.contextmanager
+def cpu_memory_profile() -> Iterator[torch.profiler.profile]:
+    """A ``torch.profiler`` session with memory, shapes and stacks (what
+    ``export_memory_timeline`` needs) around the block; the session is stopped on exit.
+    Raises TraceError when a session is already running (sessions cannot nest) or when one
+    started inside the block took the events."""
+    if torch._C._autograd._profiler_enabled():
+        raise TraceError("a torch.profiler session is already running; the CPU memory timeline "
+                         "needs its own session and sessions cannot nest")
+    prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
+                                  profile_memory=True, record_shapes=True, with_stack=True)
+    with quiet_stderr():  # Kineto prints start/stop banners on fd 2
+        prof.start()
+    stolen = False
+    try:
+        yield prof
+    finally:
+        # A session started inside ours ends it when it stops: ours has nothing left.
+        stolen = not torch._C._autograd._profiler_enabled()
+        if not stolen:
+            with quiet_stderr():
+                prof.stop()
+    if stolen:
+        raise TraceError("another torch.profiler session ran inside memory_snapshot('cpu') and "
+                         "took its events (on the CPU, measure() profiles its memory window); "
+                         "use batchprof.probe.snapshot.snapshot_probe, which avoids that")

@@ -35,6 +35,7 @@ import gc
 import os
 import weakref
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -259,3 +260,27 @@ class CudaBackend:
         # cuBLAS reports a failed allocation of its own as a status in a plain RuntimeError;
         # no type exists for it, so its status name is the signal (matched here only).
         return isinstance(exc, RuntimeError) and "CUBLAS_STATUS_ALLOC_FAILED" in str(exc)
+
+
+@contextlib.contextmanager
+def cuda_allocator_history(path: Path, max_entries: int) -> Iterator[None]:
+    """Record the caching allocator's history (every alloc/free with its Python stack) inside
+    the block; dump it as a memory_viz pickle to ``path`` when the block exits normally.
+    Recording is always switched off. Raises DeviceUnavailableError without CUDA or with a
+    torch that cannot record it."""
+    if not torch.cuda.is_available():
+        raise DeviceUnavailableError("a CUDA memory snapshot needs a CUDA device and none is "
+                                     "available; record the CPU timeline with device='cpu'")
+    memory = torch.cuda.memory
+    if not hasattr(memory, "_record_memory_history") or not hasattr(memory, "_dump_snapshot"):
+        raise DeviceUnavailableError(
+            f"torch {torch.__version__} cannot record CUDA allocator history "
+            "(torch.cuda.memory._record_memory_history); upgrade torch to 2.1 or newer")
+    # stacks="python": C++ frames make the dump take minutes (symbolization) for little gain.
+    memory._record_memory_history(enabled="all", context="all", stacks="python",
+                                  max_entries=max_entries)
+    try:
+        yield
+        memory._dump_snapshot(str(path))
+    finally:
+        memory._record_memory_history(enabled=None)

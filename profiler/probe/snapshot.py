@@ -14,7 +14,8 @@ Two entry points:
 
 - :func:`snapshot_probe` runs one probe (the max-batch probe, in ``batchprof run``) while
   recording, on either device. This is the one to call.
-- :func:`memory_snapshot` is the recording context itself, around any code. On the CPU it owns
+- :func:`memory_snapshot` is the recording context itself, around any code (the device calls
+  are the backends' ``cuda_allocator_history`` and ``cpu_memory_profile``). On the CPU it owns
   a ``torch.profiler`` session, and sessions do not nest: code inside must not start its own
   (the CPU backend's memory window does; :func:`snapshot_probe` handles that).
 """
@@ -32,12 +33,13 @@ import torch
 from batchprof.backends import (
     Backend,
     MemoryReading,
+    cpu_memory_profile,
+    cuda_allocator_history,
     make_backend,
-    quiet_stderr,
     resolve_device,
     unique_storage_bytes,
 )
-from batchprof.errors import ConfigError, DeviceUnavailableError, TraceError
+from batchprof.errors import ConfigError
 from batchprof.records.measurement import Measurement
 from batchprof.render.snapshot import export_cpu_timeline
 from batchprof.units import parse_bytes
@@ -110,24 +112,10 @@ def memory_snapshot(device: str | torch.device, path: str | Path, *,
 
 @contextlib.contextmanager
 def _cuda_history(path: Path, max_entries: int) -> Iterator[MemorySnapshot]:
-    if not torch.cuda.is_available():
-        raise DeviceUnavailableError("a CUDA memory snapshot needs a CUDA device and none is "
-                                     "available; record the CPU timeline with device='cpu'")
-    memory = torch.cuda.memory
-    if not hasattr(memory, "_record_memory_history") or not hasattr(memory, "_dump_snapshot"):
-        raise DeviceUnavailableError(
-            f"torch {torch.__version__} cannot record CUDA allocator history "
-            "(torch.cuda.memory._record_memory_history); upgrade torch to 2.1 or newer")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # stacks="python": C++ frames make the dump take minutes (symbolization) for little gain.
-    memory._record_memory_history(enabled="all", context="all", stacks="python",
-                                  max_entries=max_entries)
-    try:
+    with cuda_allocator_history(path, max_entries):
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield MemorySnapshot("cuda", path, "cuda-allocator-history",
                              f"open it at {MEMORY_VIZ_URL}")
-        memory._dump_snapshot(str(path))
-    finally:
-        memory._record_memory_history(enabled=None)
 
 
 def _cpu_suffix(path: Path) -> str:
@@ -142,28 +130,10 @@ def _cpu_suffix(path: Path) -> str:
 @contextlib.contextmanager
 def _cpu_timeline(path: Path) -> Iterator[MemorySnapshot]:
     suffix = _cpu_suffix(path)
-    if torch._C._autograd._profiler_enabled():
-        raise TraceError("a torch.profiler session is already running; the CPU memory timeline "
-                         "needs its own session and sessions cannot nest")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU],
-                                  profile_memory=True, record_shapes=True, with_stack=True)
-    with quiet_stderr():  # Kineto prints start/stop banners on fd 2
-        prof.start()
-    stolen = False
-    try:
+    with cpu_memory_profile() as prof:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield MemorySnapshot("cpu", path, "torch-profiler-memory-timeline",
                              "a web browser" if suffix == ".html" else "JSON data")
-    finally:
-        # A session started inside ours ends it when it stops: ours has nothing left.
-        stolen = not torch._C._autograd._profiler_enabled()
-        if not stolen:
-            with quiet_stderr():
-                prof.stop()
-    if stolen:
-        raise TraceError("another torch.profiler session ran inside memory_snapshot('cpu') and "
-                         "took its events (on the CPU, measure() profiles its memory window); "
-                         "use batchprof.probe.snapshot.snapshot_probe, which avoids that")
     export_cpu_timeline(prof, path, suffix)
 
 
