@@ -1,4 +1,5 @@
-"""``predict()`` and ``predict_max_batch()``: peak memory per batch size without running it.
+"""``Predictor``: peak memory per batch size without running it, for one workload on one target
+(the public ``predict()`` and ``predict_max_batch()`` in api.py build one per scenario).
 
 Pipeline (DESIGN.md, "Prediction"): meta-device traces at two anchor sizes give the batch-affine
 event list (model.AffineTrace), a third trace checks it; calibration (CPU: a few real steps at
