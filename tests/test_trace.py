@@ -348,3 +348,20 @@ def test_known_values_are_computed_when_read_and_see_the_eager_order():
     assert known.shadow(view).tolist() == [2.0, 2.0, 2.0]
     assert known.shadow(ones).tolist() == [1.0] * 5
     assert ("free", freed) in recorder.events
+
+
+def test_a_long_chain_of_known_values_is_computed_without_recursion():
+    """A value read at the end of thousands of deferred known operators (known.py computes
+    them dependencies-first in a loop, not by recursion), and a write after such a chain."""
+    from batchprof.prediction.recorder import StorageRecorder
+
+    recorder = StorageRecorder(torch.device("meta"))
+    with recorder:
+        x = torch.zeros(4, device="meta")
+        for _ in range(5000):
+            x = x + 1
+        ahead = x * 2
+        x.add_(1)  # a write: the deferred `ahead` is computed from the value before it
+        read = bool((x == 5001).all())
+    assert read
+    assert recorder.known.shadow(ahead).tolist() == [10000.0] * 4

@@ -79,8 +79,10 @@ class _Deferred:
 
     def force(self) -> list[torch.Tensor | None]:
         if self.values is None:
-            self.values = self._compute()
-            self.inputs = self.reads = ()  # what it read is no longer needed
+            # Dependencies first, without recursion: a chain of known operators can be long.
+            for call in _pending_closure(self):
+                call.values = call._compute()
+                call.inputs = call.reads = ()  # what it read is no longer needed
         return self.values
 
     def _compute(self) -> list[torch.Tensor | None]:
@@ -123,6 +125,26 @@ class _Out:
         return self.call.force()[self.index]
 
 
+def _pending_closure(root: _Deferred, done: Any = ()) -> list[_Deferred]:
+    """``root`` and the pending calls it reads, transitively, each after what it reads (not
+    going into calls whose id is in ``done``)."""
+    order: list[_Deferred] = []
+    seen: set[int] = set()
+    stack: list[tuple[_Deferred, bool]] = [(root, False)]
+    while stack:
+        call, expanded = stack.pop()
+        if expanded:
+            order.append(call)
+            continue
+        if id(call) in seen or id(call) in done or not call.pending:
+            continue
+        seen.add(id(call))
+        stack.append((call, True))
+        stack.extend((e.call, False) for e in call.reads
+                     if isinstance(e, _Out) and e.call.pending)
+    return order
+
+
 def _roots(entry: Any, memo: dict[int, frozenset]) -> frozenset:
     """Storages a shadow entry's value is (or, deferred, may be a view of)."""
     if isinstance(entry, torch.Tensor):
@@ -137,11 +159,10 @@ def _roots(entry: Any, memo: dict[int, frozenset]) -> frozenset:
 
 def _call_roots(call: _Deferred, memo: dict[int, frozenset]) -> frozenset:
     """Storages a pending call reads (through deferred calls too): what it could alias."""
-    key = id(call)
-    if key not in memo:
-        memo[key] = frozenset(())  # a cycle cannot happen; this only bounds the recursion
-        memo[key] = frozenset().union(*(_roots(e, memo) for e in call.reads))
-    return memo[key]
+    if id(call) not in memo:
+        for c in _pending_closure(call, memo):  # what it reads is in memo before it is needed
+            memo[id(c)] = frozenset().union(*(_roots(e, memo) for e in c.reads))
+    return memo[id(call)]
 
 
 def _materialize(entries: Any) -> list[Any] | None:
