@@ -12,7 +12,7 @@ from typing import Any
 
 from batchprof import defaults
 from batchprof.errors import ConfigError
-from batchprof.spec import RunSpec, TimingPolicy
+from batchprof.spec import RunSpec
 from batchprof.units import parse_bytes, parse_duration
 
 DEFAULT_CPU_MEMORY_LIMIT = defaults.CPU_MEMORY_LIMIT  # see batchprof.defaults
@@ -42,8 +42,8 @@ def make_spec(device: str = defaults.DEVICE, memory_limit: int | str | None = No
         raise ConfigError(f"unknown run option{'s' if len(unknown) > 1 else ''} "
                           f"{', '.join(unknown)}; expected some of "
                           f"{', '.join(sorted(_PASSED_THROUGH))}")
-    if fields.get("timing", TimingPolicy()) is None:
-        del fields["timing"]
+    if "timing" in fields and fields["timing"] is None:
+        del fields["timing"]  # the default policy
     notes: list[str] = []
     limit = parse_bytes(memory_limit) if memory_limit is not None else None
     spec = RunSpec(device=device, memory_limit_bytes=limit,

@@ -86,19 +86,10 @@ class _Deferred:
         return self.values
 
     def _compute(self) -> list[torch.Tensor | None]:
-        unknown: list[torch.Tensor | None] = [None] * len(self.shapes)
-        leaves = _materialize(self.inputs)
-        if leaves is None:
-            return unknown
-        args, kwargs = unflatten(leaves, self.sig)
-        try:
-            result = self.func(*args, **kwargs)
-        except Exception:  # the shadow is a best effort: the meta kernel decided the shapes
-            return unknown
-        flat = tree_flatten(result)[0]
-        if len(flat) != len(self.shapes) or any(
-                isinstance(v, torch.Tensor) and v.numel() > self.max_elements for v in flat):
-            return unknown
+        ok, result = _run_on_shadows(self.func, self.inputs, self.sig, self.max_elements)
+        flat = tree_flatten(result)[0] if ok else ()
+        if len(flat) != len(self.shapes):
+            return [None] * len(self.shapes)
         return [v if isinstance(v, torch.Tensor) and shape is not None and v.shape == shape
                 else None for v, shape in zip(flat, self.shapes, strict=True)]
 
@@ -163,6 +154,27 @@ def _call_roots(call: _Deferred, memo: dict[int, frozenset]) -> frozenset:
         for c in _pending_closure(call, memo):  # what it reads is in memo before it is needed
             memo[id(c)] = frozenset().union(*(_roots(e, memo) for e in c.reads))
     return memo[id(call)]
+
+
+def _small(out: Any, max_elements: int) -> bool:
+    """Whether every tensor of a result is small enough to shadow."""
+    return all(t.numel() <= max_elements for t in tree_flatten(out)[0]
+               if isinstance(t, torch.Tensor))
+
+
+def _run_on_shadows(func: Any, entries: list[Any], sig: tuple,
+                    max_elements: int) -> tuple[bool, Any]:
+    """(True, the operator's result on the shadows' values), or (False, None) when an input
+    turns out unknown, the operator fails there, or the result is too large to shadow."""
+    leaves = _materialize(entries)
+    if leaves is None:
+        return False, None
+    args, kwargs = unflatten(leaves, sig)
+    try:
+        result = func(*args, **kwargs)
+    except Exception:  # the shadow is a best effort: the meta kernel decides the shapes
+        return False, None
+    return (True, result) if _small(result, max_elements) else (False, None)
 
 
 def _materialize(entries: Any) -> list[Any] | None:
@@ -239,8 +251,7 @@ class KnownValues:
 
     def small(self, out: Any) -> bool:
         """Whether every tensor of a (meta) result is small enough to shadow."""
-        return all(t.numel() <= self.max_elements for t in tree_flatten(out)[0]
-                   if isinstance(t, torch.Tensor))
+        return _small(out, self.max_elements)
 
     def record(self, func: Any, facts: OpFacts, inputs: ShadowInputs, out: Any) -> bool:
         """An operator ran on known inputs and made ``out`` (meta): make its outputs known,
@@ -283,15 +294,7 @@ class KnownValues:
         """(True, the operator's result on the shadows), or (False, None) if it fails there."""
         if facts.written:
             self._before_write(facts, inputs)
-        swapped = _materialize(inputs.entries)
-        if swapped is None:
-            return False, None
-        shadow_args, shadow_kwargs = unflatten(swapped, inputs.sig)
-        try:
-            result = func(*shadow_args, **shadow_kwargs)
-        except Exception:  # the shadow is a best effort: the meta kernel decides
-            return False, None
-        return (True, result) if self.small(result) else (False, None)
+        return _run_on_shadows(func, inputs.entries, inputs.sig, self.max_elements)
 
     def attach(self, out: Any, shadow_out: Any) -> None:
         """Remember the shadow of each meta tensor in ``out``."""

@@ -6,11 +6,8 @@ state, as in a real probe) and then the measured step, recording from the first 
 the last free. Nothing is computed and no tensor memory exists, so a 124M-parameter model at
 batch 512 traces in about the same time as at batch 1.
 
-What is recorded (recorder.py's ``StorageRecorder``, the mechanism of the CPU budget guard):
-a dispatch mode sees each operator's outputs; an output whose storage is not one of the
-operator's inputs and has not been seen before is a new allocation (views and in-place results
-are not). Its free is a ``weakref.finalize`` on the ``UntypedStorage``, which PyTorch keeps
-alive exactly as long as the storage itself. Each allocation is tagged with a category
+What is recorded: each storage's allocation and free (recorder.py's ``StorageRecorder``,
+which says how). Each allocation is tagged with a category
 (events.CATEGORIES: parameters, buffers, gradients, optimizer state, activations = saved for
 backward, inputs = the batch, temporaries = everything else) and with the innermost module
 running: forward via global module hooks; backward via the autograd node being executed, which
